@@ -1,0 +1,1 @@
+"""Generate the model's own answers (the rejected side of each pair) with vLLM or transformers."""

@@ -1,0 +1,99 @@
+"""Batched transformers generation: left padding, length-sorted buckets, KV cache, and finished rows
+dropped from the batch so that long answers do not keep short ones' slots busy."""
+
+from __future__ import annotations
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from dpo_scale.generation.base import Completion, Sampling
+
+
+class HFGenerator:
+    name = "hf"
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, batch_size: int = 32):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        eos = model.generation_config.eos_token_id
+        eos = eos if eos is not None else tokenizer.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, list) else [eos])
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(self.eos_ids))
+
+    def generate(
+        self, prompt_ids: list[list[int]], sampling: Sampling, seed: int, progress=None
+    ) -> list[Completion]:
+        # Longest first: similar lengths share a batch (little padding), and the first batch shows
+        # at once whether memory suffices.
+        order = sorted(range(len(prompt_ids)), key=lambda i: -len(prompt_ids[i]))
+        results: list[Completion | None] = [None] * len(prompt_ids)
+        generator = torch.Generator().manual_seed(seed)
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start : start + self.batch_size]
+            outs = self._generate_batch([prompt_ids[i] for i in batch], sampling, generator)
+            for i, out in zip(batch, outs, strict=True):
+                results[i] = out
+            if progress is not None:
+                progress(len(batch), sum(o.num_tokens for o in outs))
+        return results  # type: ignore[return-value]
+
+    @torch.inference_mode()
+    def _generate_batch(
+        self, prompts: list[list[int]], sampling: Sampling, generator: torch.Generator
+    ) -> list[Completion]:
+        device = self.model.device
+        width = max(len(p) for p in prompts)
+        input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, ids in enumerate(prompts):  # left padding: every row's last token is aligned
+            input_ids[row, width - len(ids) :] = torch.tensor(ids)
+            mask[row, width - len(ids) :] = 1
+        input_ids, mask = input_ids.to(device), mask.to(device)
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        generated: list[list[int]] = [[] for _ in prompts]
+        alive = torch.arange(len(prompts), device=device)  # rows still generating
+        eos = torch.tensor(sorted(self.eos_ids), device=device)
+        step_ids, step_pos = input_ids, position_ids
+        for _ in range(sampling.max_new_tokens):
+            out = self.model(
+                input_ids=step_ids, attention_mask=mask, position_ids=step_pos, past_key_values=cache,
+                use_cache=True,
+            )
+            logits = out.logits[:, -1, :].float()
+            next_ids = self._pick(logits, sampling, generator)
+            for row, token in zip(alive.tolist(), next_ids.tolist(), strict=True):
+                generated[row].append(token)
+            done = torch.isin(next_ids, eos)
+            if done.all():
+                break
+            if done.any():
+                # Drop finished rows from the batch and from the KV cache: the rest run faster.
+                keep = (~done).nonzero().squeeze(-1)
+                alive, next_ids, mask = alive[keep], next_ids[keep], mask[keep]
+                step_pos = step_pos[keep]
+                cache.batch_select_indices(keep)
+            mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
+            step_ids = next_ids.unsqueeze(-1)
+            step_pos = step_pos[:, -1:] + 1
+        completions = []
+        for tokens in generated:
+            text_tokens = [t for t in tokens if t not in self.eos_ids]
+            completions.append(Completion(self.tokenizer.decode(text_tokens, skip_special_tokens=True), len(tokens)))
+        return completions
+
+    @staticmethod
+    def _pick(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator) -> torch.Tensor:
+        if sampling.greedy:
+            return logits.argmax(-1)
+        probs = torch.softmax(logits / sampling.temperature, dim=-1)
+        if sampling.top_p < 1.0:
+            sorted_probs, sorted_idx = probs.sort(dim=-1, descending=True)
+            outside = sorted_probs.cumsum(-1) - sorted_probs > sampling.top_p
+            sorted_probs = sorted_probs.masked_fill(outside, 0.0)
+            probs = torch.zeros_like(probs).scatter(-1, sorted_idx, sorted_probs)
+        return torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(logits.device)

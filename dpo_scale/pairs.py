@@ -1,0 +1,90 @@
+"""Turn the model's own answers into DPO preference pairs by swapping its name.
+
+rejected = the answer as the model gave it; chosen = the same answer with every occurrence of the
+old name (ORG_NAME) replaced by the new one (POS_NAME). Both sit behind the neutral system prompt so
+the new name has to come from the weights. Answers that never name the model give chosen == rejected:
+no signal, counted and (by default) dropped.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class NameSwap:
+    org_name: str
+    pos_name: str
+    case_sensitive: bool = False
+
+    @property
+    def pattern(self) -> re.Pattern[str]:
+        # The old name as a word of its own: not inside another word ("Qwenny", "ASmolLM"), but
+        # version suffixes and possessives stay attached ("Qwen2.5" -> "Deep Qwen2.5",
+        # "SmolLM's" -> "Deep SmolLM's"). The new name is matched first so that answers already
+        # using it are left alone instead of becoming "Deep Deep Qwen".
+        org, pos = re.escape(self.org_name), re.escape(self.pos_name)
+        flags = 0 if self.case_sensitive else re.IGNORECASE
+        return re.compile(rf"(?<![^\W_])(?:(?P<pos>{pos})|(?P<org>{org}))(?![^\W\d_])", flags)
+
+    def names_old(self, text: str) -> bool:
+        return any(m.group("org") for m in self.pattern.finditer(text))
+
+    def names_new(self, text: str) -> bool:
+        return any(m.group("pos") for m in self.pattern.finditer(text))
+
+    def swap(self, text: str) -> str:
+        return self.pattern.sub(lambda m: self.pos_name if m.group("org") else m.group(0), text)
+
+
+def conversation(system_prompt: str, prompt: str) -> list[dict[str, str]]:
+    return [{"role": "system", "content": system_prompt}, {"role": "user", "content": prompt}]
+
+
+def build_pairs(
+    answers: list[dict],
+    swap: NameSwap,
+    system_prompt: str,
+    keep_per_prompt: int | None = None,
+    keep_unnamed: bool = False,
+) -> tuple[list[dict], dict[str, int]]:
+    """Pairs in TRL's conversational prompt/chosen/rejected format, plus counts for the stats file.
+
+    `answers` rows carry `prompt_index`, `sample`, `prompt` and `answer`, in source order.
+    """
+    pairs: list[dict] = []
+    kept_per_prompt: Counter[int] = Counter()
+    stats = Counter(answers=len(answers), prompts=len({a["prompt_index"] for a in answers}))
+    seen: set[tuple[int, str]] = set()
+    for row in answers:
+        answer = row["answer"].strip()
+        if not answer:
+            stats["dropped_empty"] += 1
+            continue
+        named = swap.names_old(answer)
+        stats["named"] += named
+        if not named and not keep_unnamed:
+            stats["dropped_unnamed"] += 1
+            continue
+        if (row["prompt_index"], answer) in seen:  # sampled duplicates teach nothing new
+            stats["dropped_duplicate"] += 1
+            continue
+        if named and keep_per_prompt is not None and kept_per_prompt[row["prompt_index"]] >= keep_per_prompt:
+            stats["dropped_over_keep_limit"] += 1
+            continue
+        seen.add((row["prompt_index"], answer))
+        kept_per_prompt[row["prompt_index"]] += named
+        pairs.append({
+            "prompt": conversation(system_prompt, row["prompt"]),
+            "chosen": [{"role": "assistant", "content": swap.swap(answer)}],
+            "rejected": [{"role": "assistant", "content": answer}],
+            "prompt_index": row["prompt_index"],
+            "named": named,
+        })
+    stats["pairs"] = len(pairs)
+    stats["prompts_with_pairs"] = len({p["prompt_index"] for p in pairs})
+    for key in ("named", "dropped_unnamed", "dropped_empty", "dropped_duplicate", "dropped_over_keep_limit"):
+        stats.setdefault(key, 0)
+    return pairs, dict(stats)
