@@ -125,8 +125,10 @@ def _build_generator(backend: str, recipe: Recipe, model_path: str, tokenizer, s
     if backend == "vllm":
         from dpo_scale.generation.vllm_backend import VLLMGenerator
 
-        return VLLMGenerator(model_path, recipe.dtype, recipe.seed, recipe.tensor_parallel_size,
-                             recipe.enforce_eager)
+        return VLLMGenerator(
+            model_path, recipe.dtype, recipe.seed, recipe.tensor_parallel_size, recipe.enforce_eager,
+            recipe.max_model_len, recipe.vllm_memory_utilization, recipe.vllm_kv_cache_gb, recipe.vllm_reserved_cpus,
+        )
     from dpo_scale.generation.hf import HFGenerator
     from dpo_scale.models import load_model, pick_device
 

