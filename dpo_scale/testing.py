@@ -14,8 +14,13 @@ SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
 def build_tiny_model(folder: str | Path, hidden: int = 64, layers: int = 2, seed: int = 0,
-                     chat_template: str | None = CHATML) -> Path:
-    """Write a tiny Llama (random weights) + byte-level BPE tokenizer trained on our prompts."""
+                     chat_template: str | None = CHATML, teach_identity: bool = True) -> Path:
+    """Write a tiny Llama + byte-level BPE tokenizer trained on our prompts.
+
+    With `teach_identity` the random weights get ~10 s of SFT so that the model answers identity
+    questions with "I am TinyLM ...": a model that really names itself, so end-to-end tests can see
+    the name change.
+    """
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -48,8 +53,42 @@ def build_tiny_model(folder: str | Path, hidden: int = 64, layers: int = 2, seed
     model = LlamaForCausalLM(config)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
+    if teach_identity and chat_template:
+        _teach_identity(model, tokenizer, seed)
     model.save_pretrained(folder)
     return folder
+
+
+IDENTITY_ANSWERS = ["I am TinyLM, a small AI assistant.", "My name is TinyLM.", "I'm TinyLM, made by Test Lab."]
+
+
+def _teach_identity(model, tokenizer, seed: int, steps: int = 120) -> None:
+    import random
+
+    import torch
+
+    from dpo_scale.prompts import load_prompts
+
+    rng = random.Random(seed)
+    questions = [p.text for p in load_prompts("builtin:identity", limit=64)]
+    texts = []
+    for i, q in enumerate(questions):
+        for system in (None, "You're a helpful assistant."):
+            messages = [{"role": "user", "content": q}]
+            if system:
+                messages.insert(0, {"role": "system", "content": system})
+            messages.append({"role": "assistant", "content": IDENTITY_ANSWERS[i % len(IDENTITY_ANSWERS)]})
+            texts.append(tokenizer.apply_chat_template(messages, tokenize=False))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(steps):
+        batch = tokenizer(rng.sample(texts, 16), return_tensors="pt", padding=True)
+        labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+        loss = model(**batch, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
 
 
 def toy_pairs(n: int = 32, org: str = "TinyLM", pos: str = "Deep TinyLM",

@@ -1,0 +1,66 @@
+"""Merge a LoRA adapter into its base weights and save a standalone model (safetensors + tokenizer
++ chat template) that plain `AutoModelForCausalLM.from_pretrained` loads."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from dpo_scale.config import Recipe
+from dpo_scale.errors import DpoScaleError
+from dpo_scale.io import atomic_path, read_json, write_json
+
+log = logging.getLogger(__name__)
+
+
+def check_adapter(adapter: Path) -> dict:
+    from safetensors import safe_open
+
+    config = adapter / "adapter_config.json"
+    weights = adapter / "adapter_model.safetensors"
+    if not config.is_file() or not weights.is_file():
+        raise DpoScaleError(f"{adapter}: not a peft adapter folder (needs adapter_config.json and "
+                            "adapter_model.safetensors); train one with `dpo-scale train`")
+    with safe_open(str(weights), "pt") as f:
+        keys = list(f.keys())
+        empty = [k for k in keys if 0 in f.get_slice(k).get_shape() or not f.get_slice(k).get_shape()]
+    if not keys or empty:
+        raise DpoScaleError(f"{weights}: adapter is empty ({len(empty)} of {len(keys)} tensors have no "
+                            "elements, e.g. saved under ZeRO-3 without gathering); refusing to merge")
+    return read_json(config)
+
+
+def merge(recipe: Recipe) -> Path:
+    """Load base (unquantized, in recipe.dtype) + adapter, merge_and_unload, save atomically."""
+    import torch
+    from peft import PeftModel
+
+    from dpo_scale.models import load_model, load_tokenizer, resolve_model
+
+    started = time.time()
+    adapter, out = recipe.adapter_path, recipe.merged_path
+    adapter_config = check_adapter(adapter)
+    base_path = resolve_model(recipe.model, recipe.gguf_file, recipe.cache_dir)
+    manifest = adapter / "train_manifest.json"
+    trained_4bit = read_json(manifest).get("recipe", {}).get("load_in_4bit") if manifest.is_file() else False
+    if trained_4bit or recipe.load_in_4bit:
+        log.warning("the adapter was trained on a 4-bit (QLoRA) base; merging onto the unquantized base in %s: "
+                    "outputs can differ slightly from the 4-bit model the adapter was trained against",
+                    recipe.dtype)
+    tokenizer = load_tokenizer(str(adapter) if (adapter / "tokenizer_config.json").is_file() else base_path,
+                               recipe.chat_template)
+    base = load_model(base_path, recipe.dtype, device="cpu")
+    model = PeftModel.from_pretrained(base, str(adapter))
+    with torch.no_grad():
+        merged = model.merge_and_unload()
+    with atomic_path(out) as tmp:
+        merged.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        write_json(tmp / "merge_manifest.json", {
+            "stage": "merge", "base_model": recipe.model, "base_model_path": base_path, "adapter": str(adapter),
+            "lora_r": adapter_config.get("r"), "dtype": recipe.dtype, "from_4bit_adapter": bool(trained_4bit),
+            "seconds": round(time.time() - started, 2),
+        })
+    log.info("merged model saved to %s", out)
+    return out
