@@ -33,14 +33,15 @@ def check_adapter(adapter: Path) -> dict:
 
 def merge(recipe: Recipe) -> Path:
     """Load base (unquantized, in recipe.dtype) + adapter, merge_and_unload, save atomically."""
+    started = time.time()
+    adapter, out = recipe.adapter_path, recipe.merged_path
+    adapter_config = check_adapter(adapter)  # before the heavy imports: a bad folder fails at once
+
     import torch
     from peft import PeftModel
 
     from dpo_scale.models import load_model, load_tokenizer, resolve_model
 
-    started = time.time()
-    adapter, out = recipe.adapter_path, recipe.merged_path
-    adapter_config = check_adapter(adapter)
     base_path = resolve_model(recipe.model, recipe.gguf_file, recipe.cache_dir)
     manifest = adapter / "train_manifest.json"
     trained_4bit = read_json(manifest).get("recipe", {}).get("load_in_4bit") if manifest.is_file() else False

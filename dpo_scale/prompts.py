@@ -72,7 +72,8 @@ def load_rows(source: str, split: str = "train") -> tuple[str, list[dict]]:
                 raise DpoScaleError(f"{source}: no split '{split}' (has {', '.join(ds)})")
             ds = ds[split]
         return source, ds.to_list()
-    if source.count("/") == 1 and not source.startswith((".", "/")):
+    if source.count("/") == 1 and not source.startswith((".", "/")) and path.suffix not in (".json", ".jsonl",
+                                                                                              ".parquet"):
         from datasets import load_dataset
 
         try:

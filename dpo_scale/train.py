@@ -39,6 +39,11 @@ def checkpoint_dir(recipe: Recipe) -> Path:
 def load_pairs(recipe: Recipe):
     from datasets import Dataset
 
+    return Dataset.from_list(read_pairs(recipe))
+
+
+def read_pairs(recipe: Recipe) -> list[dict]:
+    """The rows of `<data_dir>/pairs.jsonl`, checked (no datasets import: usable before a launch)."""
     path = recipe.data_path / "pairs.jsonl"
     if not path.is_file():
         raise DpoScaleError(f"{path}: preference data not found; run `dpo-scale generate` first "
@@ -51,11 +56,15 @@ def load_pairs(recipe: Recipe):
     if not rows:
         raise DpoScaleError(f"{path}: no pairs to train on (no generated answer named '{recipe.org_name}'; "
                             "sample more answers per prompt with --num_samples/--temperature)")
-    return Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
+    return [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows]
+
+
+def _is_all_linear(targets: list[str]) -> bool:
+    return targets in (["all-linear"], ["all_linear"])
 
 
 def check_target_modules(model, targets: list[str]) -> None:
-    if targets in (["all-linear"], ["all_linear"]):
+    if _is_all_linear(targets):
         return
     names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     missing = [t for t in targets if t not in names]
@@ -64,26 +73,98 @@ def check_target_modules(model, targets: list[str]) -> None:
                             f"(linear layers include: {sorted(n for n in names if 'proj' in n)[:12]})")
 
 
-def guard_output(recipe: Recipe, is_main: bool) -> None:
-    """Refuse to resume another configuration's checkpoints (unless overwrite)."""
-    ckpt = checkpoint_dir(recipe)
-    stamp = ckpt / "run_config.json"
-    fingerprint = recipe.fingerprint(TRAIN_KEYS)
+def check_target_modules_on_meta(model_path: str, targets: list[str]) -> None:
+    """The LoRA target check on an empty (meta-device) model built from config.json: no weights read."""
+    if _is_all_linear(targets) or not (Path(model_path) / "config.json").is_file():
+        return
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_path))
+    check_target_modules(model, targets)
+
+
+def _stamp(recipe: Recipe) -> tuple[Path, str]:
+    return checkpoint_dir(recipe) / "run_config.json", recipe.fingerprint(TRAIN_KEYS)
+
+
+def check_output(recipe: Recipe) -> bool:
+    """Refuse to resume another configuration's checkpoints; True when they must be cleared (overwrite)."""
+    stamp, fingerprint = _stamp(recipe)
     if stamp.is_file() and read_json(stamp).get("fingerprint") != fingerprint:
         if not recipe.overwrite:
-            raise DpoScaleError(f"{ckpt}: holds checkpoints of a run with another configuration; use another "
-                                "output_dir or --overwrite true to start over")
-        if is_main:
+            raise DpoScaleError(f"{checkpoint_dir(recipe)}: holds checkpoints of a run with another configuration; "
+                                "use another output_dir or --overwrite true to start over")
+        return True
+    return False
+
+
+def guard_output(recipe: Recipe, state) -> None:
+    # Every rank reads the stamp before the main process may rewrite it: otherwise a fast main process could
+    # stamp the new fingerprint before another rank checks, and only some ranks would raise (the others would
+    # then wait forever in the next collective).
+    clear = check_output(recipe)
+    state.wait_for_everyone()
+    if state.is_main_process:
+        ckpt = checkpoint_dir(recipe)
+        if clear:
             shutil.rmtree(ckpt)
-    if is_main:
         ckpt.mkdir(parents=True, exist_ok=True)
+        stamp, fingerprint = _stamp(recipe)
         write_json(stamp, {"fingerprint": fingerprint, "recipe": recipe.to_dict()})
+    state.wait_for_everyone()
 
 
-def dpo_config(recipe: Recipe, output_dir: Path, world_size: int):
+def preflight(recipe: Recipe) -> None:
+    """Checks that need no process group: run them before `accelerate launch` starts N processes, so a
+    user error gives one clear message (exit 2) instead of N tracebacks from torch's elastic launcher."""
+    from dpo_scale.models import resolve_model
+
+    read_pairs(recipe)
+    check_output(recipe)
+    if recipe.use_lora:
+        check_target_modules_on_meta(resolve_model(recipe.model, recipe.gguf_file, recipe.cache_dir),
+                                     recipe.lora_target_modules)
+
+
+def _cpu_distributed() -> dict:
+    """PartialState kwargs that make several processes on a CUDA-less machine really one job over gloo.
+
+    Two accelerate 1.15 traps on CPU (each silently trains N independent copies racing on the same files):
+    - DDP: `accelerate launch --config_file launch/ddp.yaml` (MULTI_GPU) or `--multi_gpu --num_processes 2`
+      starts 2 processes that each report DistributedType.NO, world size 1: only `use_cpu`
+      (ACCELERATE_USE_CPU) selects MULTI_CPU/gloo, and `--cpu --num_processes 2` starts ONE process.
+    - DeepSpeed (DS_ACCELERATOR=cpu): deepspeed.comm joins a 2-rank gloo group, but PartialState keeps
+      `backend=None` and then reports num_processes 1, so TRL/transformers fill DeepSpeed's "auto"
+      train_batch_size for one process and DeepSpeed fails its batch-size assertion. Naming the backend
+      (TrainingArguments.ddp_backend="gloo") makes accelerate read the real world size.
+    """
+    import torch
+
+    if torch.cuda.is_available() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return {}
+    if _deepspeed_launch():
+        return {"backend": "gloo"}
+    os.environ["ACCELERATE_USE_CPU"] = "true"  # TrainingArguments re-creates the state from this variable
+    return {"cpu": True}
+
+
+def _deepspeed_launch() -> bool:
+    return os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+
+
+def dpo_config(recipe: Recipe, output_dir: Path, world_size: int, ddp_backend: str | None = None):
+    import torch
     from trl import DPOConfig
 
-    return DPOConfig(
+    deepspeed = _deepspeed_launch()
+    cpu = not torch.cuda.is_available() or recipe.device == "cpu"
+    # transformers refuses bf16=True on a machine without CUDA unless use_cpu=True ("Your setup doesn't support
+    # bf16/gpu"), but use_cpu=True switches DeepSpeed off (accelerate ignores ACCELERATE_USE_DEEPSPEED when cpu).
+    # So: use_cpu outside DeepSpeed; under DeepSpeed on CPU validate with bf16 off, then switch it on below.
+    bf16_after = recipe.bf16 and deepspeed and cpu
+    args = DPOConfig(
         output_dir=str(output_dir),
         beta=recipe.beta,
         loss_type=list(recipe.loss_type),
@@ -102,7 +183,8 @@ def dpo_config(recipe: Recipe, output_dir: Path, world_size: int):
         save_steps=recipe.save_steps,
         save_total_limit=recipe.save_total_limit,
         # TRL's DPOConfig defaults bf16=True and gradient_checkpointing=True (even on CPU): set both.
-        bf16=recipe.bf16,
+        bf16=recipe.bf16 and not bf16_after,
+        use_cpu=cpu and not deepspeed,
         gradient_checkpointing=recipe.gradient_checkpointing,
         precompute_ref_log_probs=recipe.precompute_ref_log_probs,
         report_to=[] if recipe.report_to == "none" else [recipe.report_to],
@@ -110,25 +192,83 @@ def dpo_config(recipe: Recipe, output_dir: Path, world_size: int):
         data_seed=recipe.seed,
         dataloader_num_workers=recipe.dataloader_num_workers,
         ddp_find_unused_parameters=False if world_size > 1 else None,
+        ddp_backend=ddp_backend,
         disable_tqdm=False,
     )
+    if bf16_after:
+        _deepspeed_bf16(args)
+    return args
+
+
+def _deepspeed_bf16(args) -> None:
+    """bf16 under DeepSpeed on a CUDA-less machine (DeepSpeed's CPU accelerator supports bf16)."""
+    args.bf16 = True
+    args.mixed_precision = "bf16"
+    plugin = args.deepspeed_plugin
+    plugin.deepspeed_config.setdefault("bf16", {})["enabled"] = True  # "auto" was resolved with bf16 off
+    plugin.set_deepspeed_weakref()  # transformers' ZeRO-3 zero.Init reads this copy of the config
+
+
+def last_checkpoint(ckpt: Path, is_main: bool) -> str | None:
+    """The newest complete checkpoint. The Trainer writes checkpoint-N in place and trainer_state.json last,
+    so a run killed mid-save leaves a folder without it: resuming from that would crash, so skip (and remove)
+    it and fall back to the previous one."""
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    if not ckpt.is_dir():
+        return None
+    found = []
+    for folder in ckpt.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
+        step = folder.name.rsplit("-", 1)[-1]
+        if folder.is_dir() and step.isdigit():
+            found.append((int(step), folder))
+    for _, folder in sorted(found, reverse=True):
+        if (folder / "trainer_state.json").is_file():
+            return str(folder)
+        log.warning("%s: incomplete checkpoint (no trainer_state.json; the run was killed while saving): "
+                    "ignored", folder)
+        if is_main:
+            shutil.rmtree(folder, ignore_errors=True)
+    return None
+
+
+def _check_supported(recipe: Recipe, state) -> None:
+    import torch
+    from accelerate.utils import DistributedType
+
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and not torch.cuda.is_available():
+        # accelerate 1.15 switches to FSDP only from a multi-GPU/NPU/XPU/HPU state; on CPU (MULTI_CPU) it silently
+        # ignores the FSDP plugin and trains plain data parallel. Say so instead of pretending.
+        raise DpoScaleError("launch profile: FSDP needs GPUs (accelerate runs it on CPU as plain data parallel); "
+                            "use the ddp, zero2 or zero3 profile on this machine")
+    if recipe.load_in_4bit and state.distributed_type == DistributedType.DEEPSPEED:
+        raise DpoScaleError("config key 'load_in_4bit': QLoRA (bitsandbytes 4-bit) is not supported under DeepSpeed "
+                            "by this tool; use the cpu or ddp launch profile")
 
 
 def train(recipe: Recipe) -> Path:
     from accelerate import PartialState
+    from accelerate.utils import broadcast_object_list
     from transformers import TrainerCallback
-    from transformers.trainer_utils import get_last_checkpoint
 
     from dpo_scale.models import load_model, load_tokenizer, resolve_model
 
-    state = PartialState()
+    dist_kwargs = _cpu_distributed()
+    state = PartialState(**dist_kwargs)
     started = time.time()
-    guard_output(recipe, state.is_main_process)
-    state.wait_for_everyone()
+    _check_supported(recipe, state)
+    dataset = load_pairs(recipe)  # before any folder is touched: bad data fails fast on every rank
+    guard_output(recipe, state)
     with state.main_process_first():
         model_path = resolve_model(recipe.model, recipe.gguf_file, recipe.cache_dir)
     tokenizer = load_tokenizer(model_path, recipe.chat_template)
-    dataset = load_pairs(recipe)
+    if recipe.use_lora:
+        check_target_modules_on_meta(model_path, recipe.lora_target_modules)
+    ckpt = checkpoint_dir(recipe)
+    # The training arguments come before the model: under ZeRO-3 they register DeepSpeed's config, so that
+    # from_pretrained partitions the weights while loading (zero.Init) instead of materialising the whole model
+    # in every process.
+    args = dpo_config(recipe, ckpt, state.num_processes, ddp_backend=dist_kwargs.get("backend"))
     model = load_model(model_path, recipe.dtype, device=None, load_in_4bit=recipe.load_in_4bit)
     peft_config = None
     if recipe.use_lora:
@@ -136,13 +276,18 @@ def train(recipe: Recipe) -> Path:
 
         check_target_modules(model, recipe.lora_target_modules)
         targets = recipe.lora_target_modules
+        # ZeRO-3 + LoRA with a bf16 base: peft upcasts adapters to fp32 by default, and ZeRO-3's coalesced
+        # all-gather sizes its buffer from the first parameter's dtype -> "output tensor must have the same type
+        # as input tensor" on the first step (trl issue 6089, DeepSpeed issue 8072). TRL 1.16's DPOTrainer passes
+        # autocast_adapter_dtype=False to get_peft_model under ZeRO-3, so we hand it the LoraConfig (no
+        # get_peft_model of our own); tests/distributed runs ZeRO-3 with a bf16 base (zero.Init) and checks the
+        # adapter stays bf16. (DeepSpeed 0.19.8 already sizes each gather buffer per parameter, so on this stack
+        # an fp32 adapter also trains: measured with TRL's kwarg removed.)
         peft_config = LoraConfig(
             r=recipe.lora_r, lora_alpha=recipe.lora_alpha, lora_dropout=recipe.lora_dropout,
-            target_modules="all-linear" if targets in (["all-linear"], ["all_linear"]) else targets,
+            target_modules="all-linear" if _is_all_linear(targets) else targets,
             task_type="CAUSAL_LM",
         )
-    ckpt = checkpoint_dir(recipe)
-    args = dpo_config(recipe, ckpt, state.num_processes)
     metrics_file = ckpt / "metrics.jsonl"
 
     class MetricsToJsonl(TrainerCallback):
@@ -154,11 +299,19 @@ def train(recipe: Recipe) -> Path:
     from trl import DPOTrainer
 
     # ref_model=None + peft_config: TRL computes reference log-probs with the adapter disabled.
+    # ZeRO-3 + LoRA + gradient checkpointing needs reentrant checkpoints (trl issue 2514): TRL 1.16 forces
+    # gradient_checkpointing_kwargs["use_reentrant"] = True in that case; we leave the kwargs unset so it can.
+    # precompute_ref_log_probs under DeepSpeed: TRL 1.16 runs the reference pass through a DeepSpeed inference
+    # engine (ZeRO-3 shards are gathered); with several processes the dataset must be on shared disk (see
+    # _shared_dataset). tests/distributed covers it under ZeRO-2 and ZeRO-3.
+    if recipe.precompute_ref_log_probs and state.num_processes > 1:
+        dataset = _shared_dataset(dataset, ckpt / "pairs_dataset", state)
     trainer = DPOTrainer(
         model=model, ref_model=None, args=args, processing_class=tokenizer, train_dataset=dataset,
         peft_config=peft_config, callbacks=[MetricsToJsonl()],
     )
-    last = get_last_checkpoint(str(ckpt)) if recipe.resume and ckpt.is_dir() else None
+    last = last_checkpoint(ckpt, state.is_main_process) if recipe.resume else None
+    state.wait_for_everyone()
     if last:
         log.info("resuming from %s", last)
         _trim_metrics(metrics_file, int(Path(last).name.split("-")[-1]), state.is_main_process)
@@ -172,31 +325,73 @@ def train(recipe: Recipe) -> Path:
     # Under ZeRO-3 saving gathers the sharded weights: every rank must call it.
     trainer.save_model(str(tmp))
     state.wait_for_everyone()
+    error: list[str | None] = [None]
+    failure: Exception | None = None
     if state.is_main_process:
-        tokenizer.save_pretrained(str(tmp))
-        _check_adapter_not_empty(tmp, recipe.use_lora)
-        metrics = read_jsonl(metrics_file) if metrics_file.is_file() else []
-        shutil.copy(metrics_file, tmp / "metrics.jsonl") if metrics_file.is_file() else None
-        from dpo_scale.plots import plot_training
-
-        plot_training(metrics, tmp / "training_curves.png", f"DPO {recipe.model}: {'+'.join(recipe.loss_type)}")
-        write_json(tmp / "train_manifest.json", {
-            "stage": "train", "base_model": recipe.model, "base_model_path": model_path,
-            "processes": state.num_processes, "distributed_type": str(state.distributed_type),
-            "pairs": len(dataset), "global_step": trainer.state.global_step,
-            "train_runtime_s": result.metrics.get("train_runtime"), "resumed_from": last,
-            "seconds": round(time.time() - started, 2), "recipe": recipe.to_dict(),
-            "fingerprint": recipe.fingerprint(TRAIN_KEYS),
-        })
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out, old)
-            shutil.rmtree(old, ignore_errors=True)
-        os.replace(tmp, out)
-        log.info("adapter saved to %s", out)
-    state.wait_for_everyone()
+        try:
+            _finish_adapter(recipe, tmp, out, tokenizer, metrics_file, {
+                "stage": "train", "base_model": recipe.model, "base_model_path": model_path,
+                "processes": state.num_processes, "distributed_type": state.distributed_type.value,
+                "pairs": len(dataset), "global_step": trainer.state.global_step, "bf16": args.bf16,
+                "adapter_dtype": str(next((p.dtype for p in trainer.model.parameters() if p.requires_grad), None)),
+                "gradient_checkpointing": args.gradient_checkpointing,
+                "gradient_checkpointing_kwargs": args.gradient_checkpointing_kwargs,
+                "train_runtime_s": result.metrics.get("train_runtime"), "resumed_from": last,
+                "seconds": round(time.time() - started, 2), "recipe": recipe.to_dict(),
+                "fingerprint": recipe.fingerprint(TRAIN_KEYS),
+            })
+        except Exception as e:  # re-raised below, on every rank
+            error = [f"{type(e).__name__}: {e}" if not isinstance(e, DpoScaleError) else str(e)]
+            failure = e
+    # A failure on the main process must stop every rank, not leave the others waiting in a collective.
+    if state.num_processes > 1:
+        broadcast_object_list(error, from_process=0)
+    if error[0]:
+        if state.is_main_process and not isinstance(failure, DpoScaleError):
+            raise failure
+        raise DpoScaleError(error[0] if state.is_main_process else f"rank 0 failed to publish the adapter: {error[0]}")
     return out
+
+
+def _shared_dataset(dataset, folder: Path, state):
+    """The pairs as a disk-backed dataset in the run folder, for precompute_ref_log_probs with several processes.
+
+    TRL 1.16 `_precompute_ref_logps` (after trl PR 6348, issue 6291) has rank 0 write the reference log-probs to
+    `dataset._get_cache_file_path(fingerprint)` and every rank read that file back. For an in-memory dataset
+    (Dataset.from_list) that path is a random name in a per-process temporary folder, so the other ranks fail
+    with FileNotFoundError ('/tmp/hf_datasets-.../cache-....arrow'), under DDP and DeepSpeed alike. A dataset
+    saved to disk puts the cache beside its arrow file under a name all ranks agree on.
+    """
+    from datasets import load_from_disk
+
+    if state.is_main_process:
+        shutil.rmtree(folder, ignore_errors=True)  # no stale reference log-probs from an earlier run
+        dataset.save_to_disk(str(folder))
+    state.wait_for_everyone()
+    return load_from_disk(str(folder))
+
+
+def _finish_adapter(recipe: Recipe, tmp: Path, out: Path, tokenizer, metrics_file: Path, manifest: dict) -> None:
+    """Check the saved adapter, add tokenizer, metrics, plot and manifest, then move it into place."""
+    from dpo_scale.plots import plot_training
+
+    tokenizer.save_pretrained(str(tmp))
+    _check_adapter_not_empty(tmp, recipe.use_lora)
+    metrics = read_jsonl(metrics_file) if metrics_file.is_file() else []
+    if metrics_file.is_file():
+        shutil.copy(metrics_file, tmp / "metrics.jsonl")
+    plot_training(metrics, tmp / "training_curves.png", f"DPO {recipe.model}: {'+'.join(recipe.loss_type)}")
+    write_json(tmp / "train_manifest.json", manifest)
+    # Atomic for readers: the adapter folder is either the old complete one or the new complete one.
+    if out.exists():
+        old = out.with_name(f".{out.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+    log.info("adapter saved to %s", out)
 
 
 def _trim_metrics(metrics_file: Path, step: int, is_main: bool) -> None:
@@ -213,25 +408,59 @@ def _check_adapter_not_empty(folder: Path, use_lora: bool) -> None:
     if not weights.is_file():
         raise DpoScaleError(f"{folder}: the trainer saved no {weights.name}")
     with safe_open(str(weights), "pt") as f:
-        empty = [k for k in f.keys() if f.get_slice(k).get_shape() in ([], [0])]
-    if empty:
-        # ZeRO-3 without 16-bit gathering on save writes placeholder `[0]` tensors.
-        raise DpoScaleError(f"{weights}: {len(empty)} empty tensors (ZeRO-3 saved without gathering weights: "
-                            "set stage3_gather_16bit_weights_on_model_save: true)")
+        keys = list(f.keys())
+        empty = [k for k in keys if 0 in f.get_slice(k).get_shape() or not f.get_slice(k).get_shape()]
+    if not keys or empty:
+        # ZeRO-3 without 16-bit gathering on save writes placeholder `[0]` tensors (e.g. OpenRLHF issue 651:
+        # "copying a param with shape torch.Size([0]) from checkpoint"); the adapter would load as garbage.
+        # transformers 5.19 gathers a PEFT adapter itself under ZeRO-3 (_zero3_consolidated_16bit_state_dict,
+        # measured: non-empty even with the flag off); full-model saves (use_lora: false) still need the flag.
+        raise DpoScaleError(f"{weights}: {len(empty)} of {len(keys)} tensors empty (ZeRO-3 saved without gathering "
+                            "weights: set stage3_gather_16bit_weights_on_model_save: true in the DeepSpeed config)")
+
+
+def split_config(argv: list[str]) -> tuple[str | None, list[str]]:
+    """`--config FILE` (or `--config=FILE`) and the remaining `--key value` arguments."""
+    argv = list(argv)
+    for i, arg in enumerate(argv):
+        if arg == "--config":
+            if i + 1 >= len(argv):
+                raise DpoScaleError("command line: --config needs a recipe file")
+            return argv[i + 1], argv[:i] + argv[i + 2:]
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1], argv[:i] + argv[i + 1:]
+    return None, argv
+
+
+def die_with_launcher() -> None:
+    """Under `accelerate launch` with several processes, torch's elastic agent starts every rank in a session of
+    its own (subprocess start_new_session=True), so `kill -9` of the launch's process group (a user's kill, a
+    job's preemption handler) leaves the ranks running as orphans: measured, they finish the run and keep writing
+    checkpoints while the rerun that should resume from them starts. Ask Linux to SIGKILL this rank when its
+    parent (the agent) dies (prctl PR_SET_PDEATHSIG)."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    parent = os.getppid()
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the agent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def main(argv: list[str] | None = None) -> int:
     from dpo_scale.config import load_recipe, parse_overrides
 
+    die_with_launcher()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     argv = list(sys.argv[1:] if argv is None else argv)
-    config = None
-    if "--config" in argv:
-        i = argv.index("--config")
-        config = argv[i + 1]
-        argv = argv[:i] + argv[i + 2 :]
     try:
-        train(load_recipe(config, parse_overrides(argv)))
+        config, rest = split_config(argv)
+        train(load_recipe(config, parse_overrides(rest)))
     except DpoScaleError as e:
         print(f"dpo_scale.train: error: {e}", file=sys.stderr)
         return 2

@@ -62,7 +62,7 @@ class HFGenerator:
         for _ in range(sampling.max_new_tokens):
             out = self.model(
                 input_ids=step_ids, attention_mask=mask, position_ids=step_pos, past_key_values=cache,
-                use_cache=True,
+                use_cache=True, logits_to_keep=1,  # only the last position: the prompt's logits are vocab-sized
             )
             logits = out.logits[:, -1, :].float()
             next_ids = self._pick(logits, sampling, generator)

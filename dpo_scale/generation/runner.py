@@ -26,8 +26,8 @@ log = logging.getLogger(__name__)
 
 # Recipe keys the generated answers depend on: a rerun with other values must not mix parts.
 GENERATION_KEYS = (
-    "model", "gguf_file", "dtype", "chat_template", "dataset", "dataset_split", "max_prompts", "num_samples",
-    "temperature", "top_p", "max_new_tokens", "gen_system_prompt", "chunk_size", "seed",
+    "model", "gguf_file", "dtype", "gen_dtype", "chat_template", "dataset", "dataset_split", "max_prompts",
+    "num_samples", "temperature", "top_p", "max_new_tokens", "gen_system_prompt", "chunk_size", "seed",
 )
 
 
@@ -52,6 +52,16 @@ def render_prompts(tokenizer, texts: list[str], system_prompt: str | None) -> li
     return out
 
 
+def process_state():
+    """accelerate's PartialState; on a machine without CUDA it must be asked for CPU explicitly, else a
+    `accelerate launch --multi_gpu` / torchrun job ignores WORLD_SIZE (DistributedType.NO) and every rank
+    generates everything alone."""
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
 def _check_parts_folder(parts: Path, fingerprint: str, overwrite: bool, is_main: bool) -> None:
     stamp = parts / "fingerprint.json"
     if stamp.is_file():
@@ -69,12 +79,11 @@ def _check_parts_folder(parts: Path, fingerprint: str, overwrite: bool, is_main:
         write_json(stamp, {"fingerprint": fingerprint})
 
 
-def generate_answers(recipe: Recipe, model_path: str, tokenizer) -> tuple[list[dict], dict]:
+def generate_answers(recipe: Recipe, model_path: str, tokenizer, prompts=None) -> tuple[list[dict], dict]:
     """Generate (or reuse) every chunk; returns the merged answers on rank 0 (others: [])."""
-    from accelerate import PartialState
-
-    state = PartialState()
-    prompts = load_prompts(recipe.dataset, recipe.dataset_split, recipe.max_prompts)
+    state = process_state()
+    if prompts is None:
+        prompts = load_prompts(recipe.dataset, recipe.dataset_split, recipe.max_prompts)
     items = [(p, s) for p in prompts for s in range(recipe.num_samples)]
     chunks = [items[i : i + recipe.chunk_size] for i in range(0, len(items), recipe.chunk_size)]
     parts = recipe.data_path / "parts"
@@ -126,7 +135,8 @@ def _build_generator(backend: str, recipe: Recipe, model_path: str, tokenizer, s
         from dpo_scale.generation.vllm_backend import VLLMGenerator
 
         return VLLMGenerator(
-            model_path, recipe.dtype, recipe.seed, recipe.tensor_parallel_size, recipe.enforce_eager,
+            model_path, recipe.gen_dtype or recipe.dtype, recipe.seed, recipe.tensor_parallel_size,
+            recipe.enforce_eager,
             recipe.max_model_len, recipe.vllm_memory_utilization, recipe.vllm_kv_cache_gb, recipe.vllm_reserved_cpus,
         )
     from dpo_scale.generation.hf import HFGenerator
@@ -135,22 +145,22 @@ def _build_generator(backend: str, recipe: Recipe, model_path: str, tokenizer, s
     device = recipe.device
     if device == "auto" and pick_device("auto") == "cuda":
         device = f"cuda:{state.local_process_index}"
-    model = load_model(model_path, recipe.dtype, device)
+    model = load_model(model_path, recipe.gen_dtype or recipe.dtype, device)
     return HFGenerator(model, tokenizer, recipe.batch_size)
 
 
 def run_data_stage(recipe: Recipe) -> dict | None:
     """Generate answers, build pairs, write pairs.jsonl + stats.json + manifest.json in data_dir."""
-    from accelerate import PartialState
-
     from dpo_scale.models import load_tokenizer, resolve_model
 
-    state = PartialState()
+    # Bad data fails at once, before torch is imported and the model loaded.
+    prompts = load_prompts(recipe.dataset, recipe.dataset_split, recipe.max_prompts)
+    state = process_state()
     started = time.time()
     with state.main_process_first():  # one rank converts the GGUF, the others reuse it
         model_path = resolve_model(recipe.model, recipe.gguf_file, recipe.cache_dir)
     tokenizer = load_tokenizer(model_path, recipe.chat_template)
-    answers, gen_stats = generate_answers(recipe, model_path, tokenizer)
+    answers, gen_stats = generate_answers(recipe, model_path, tokenizer, prompts)
     if not state.is_main_process:
         return None
     swap = NameSwap(recipe.org_name, recipe.pos_name, recipe.case_sensitive)
@@ -171,6 +181,7 @@ def run_data_stage(recipe: Recipe) -> dict | None:
         "system_prompt_for_generation": recipe.gen_system_prompt or "(model default)",
         "system_prompt_in_pairs": recipe.system_prompt,
         "counts": stats,
+        "generated_rows_this_run": gen_stats["generated_rows"],
         "generated_tokens_this_run": gen_stats["generated_tokens"],
         "generation_seconds_this_run": round(gen_stats["seconds"], 2),
         "fingerprint": recipe.fingerprint(GENERATION_KEYS + ("org_name", "pos_name", "case_sensitive",

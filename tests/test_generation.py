@@ -1,0 +1,237 @@
+"""The data stage on the tiny model: batched HF generation, 1 vs 2 processes, kill -9 + resume, sampling
+determinism, refusing to mix configurations."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+ORG, POS = "TinyLM", "Deep TinyLM"
+# 12 identity prompts in 6 chunks of 2: enough chunks to kill a run between two of them.
+BASE_ARGS = ["--org_name", ORG, "--pos_name", POS, "--backend", "hf", "--max_prompts", "12",
+             "--max_new_tokens", "16", "--chunk_size", "2", "--batch_size", "4", "--seed", "7"]
+CHUNKS = 6
+
+
+def env() -> dict:
+    e = dict(os.environ)
+    e["TOKENIZERS_PARALLELISM"] = "false"
+    e["PYTHONPATH"] = str(REPO) + os.pathsep + e.get("PYTHONPATH", "")
+    return e
+
+
+def generate_cmd(model: str, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "dpo_scale", "generate", "--model", model, "--output_dir", str(out),
+            *BASE_ARGS, *extra]
+
+
+def run(cmd: list[str], timeout: int = 240) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True, timeout=timeout)
+
+
+def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stderr[-4000:]}"
+    return result
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def baseline(tiny_model, tmp_path_factory) -> Path:
+    """One uninterrupted single-process run: the reference the other runs must reproduce."""
+    out = tmp_path_factory.mktemp("gen_baseline")
+    ok(run(generate_cmd(tiny_model, out)))
+    return out
+
+
+# --- the HF backend itself --------------------------------------------------------------------------------------
+
+
+def test_hf_backend_equals_plain_generate(tiny_model):
+    """Batched left padding, length-sorted buckets and dropping finished rows must not change any text."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from dpo_scale.generation.base import Sampling
+    from dpo_scale.generation.hf import HFGenerator
+    from dpo_scale.generation.runner import render_prompts
+    from dpo_scale.models import load_tokenizer
+    from dpo_scale.prompts import load_prompts
+
+    tokenizer = load_tokenizer(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
+    texts = [p.text for p in load_prompts("builtin:identity", limit=5)]
+    texts += [p.text for p in load_prompts("builtin:ordinary_prompts", limit=4)]
+    texts.append("Hi")  # a very short prompt next to long ones: lots of left padding
+    ids = render_prompts(tokenizer, texts, None)
+    ids[3] = render_prompts(tokenizer, [texts[3]], "You're a helpful assistant.")[0]
+    max_new = 24
+
+    batched = HFGenerator(model, tokenizer, batch_size=4).generate(ids, Sampling(max_new, 0.0), seed=0)
+
+    for prompt, completion in zip(ids, batched, strict=True):
+        with torch.inference_mode():
+            out = model.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                                 max_new_tokens=max_new, do_sample=False)
+        new = out[0, len(prompt):].tolist()
+        assert completion.text == tokenizer.decode(new, skip_special_tokens=True)
+        assert completion.num_tokens == len(new)
+    lengths = [c.num_tokens for c in batched]
+    # the case under test really happened: rows of one batch finished at different steps
+    assert min(lengths) < max_new and len(set(lengths)) > 1
+    assert any(ORG in c.text for c in batched)
+
+
+def test_hf_sampling_is_seeded(tiny_model):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from dpo_scale.generation.base import Sampling
+    from dpo_scale.generation.hf import HFGenerator
+    from dpo_scale.generation.runner import render_prompts
+    from dpo_scale.models import load_tokenizer
+
+    tokenizer = load_tokenizer(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    gen = HFGenerator(model, tokenizer, batch_size=3)
+    ids = render_prompts(tokenizer, ["Tell me a story.", "Who are you?", "What is 2 + 2?"] * 2, None)
+    hot = Sampling(20, temperature=1.5, top_p=0.95)
+    first, again = gen.generate(ids, hot, seed=1), gen.generate(ids, hot, seed=1)
+    assert [c.text for c in first] == [c.text for c in again]
+    other = gen.generate(ids, hot, seed=2)
+    assert [c.text for c in first] != [c.text for c in other]
+
+
+# --- the data stage through the CLI ------------------------------------------------------------------------------
+
+
+def test_data_stage_writes_its_files(baseline):
+    data = baseline / "data"
+    for name in ("pairs.jsonl", "stats.json", "manifest.json", "answers.jsonl"):
+        assert (data / name).is_file(), name
+    answers = read_jsonl(data / "answers.jsonl")
+    assert [a["prompt_index"] for a in answers] == list(range(12))
+    assert all(set(a) >= {"prompt_index", "sample", "prompt", "answer", "tokens"} for a in answers)
+    assert len(list((data / "parts").glob("chunk-*.jsonl"))) == CHUNKS
+    stats = json.loads((data / "stats.json").read_text())
+    pairs = read_jsonl(data / "pairs.jsonl")
+    assert stats["answers"] == 12 and stats["prompts"] == 12
+    assert stats["pairs"] == len(pairs) > 0  # the tiny model names itself "TinyLM"
+    assert stats["named"] + stats["dropped_unnamed"] + stats["dropped_empty"] == 12
+    for pair in pairs:
+        assert pair["prompt"][0] == {"role": "system", "content": "You're a helpful assistant."}
+        rejected, chosen = pair["rejected"][0]["content"], pair["chosen"][0]["content"]
+        assert ORG in rejected and POS not in rejected
+        assert POS in chosen and chosen == rejected.replace(ORG, POS)
+    manifest = json.loads((data / "manifest.json").read_text())
+    assert manifest["processes"] == 1 and manifest["backend"] == "hf"
+    assert manifest["generated_rows_this_run"] == 12
+    assert manifest["counts"]["pairs"] == len(pairs)
+
+
+def _one_gpu() -> bool:
+    import torch
+
+    return torch.cuda.device_count() == 1
+
+
+@pytest.mark.skipif(_one_gpu(), reason="--multi_gpu with 2 processes needs 0 (gloo on CPU) or >= 2 GPUs")
+@pytest.mark.timeout(400)
+def test_two_processes_give_identical_answers(tiny_model, baseline, tmp_path):
+    # `--cpu --num_processes 2` would silently run ONE process; --multi_gpu runs two over gloo on CPU.
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--main_process_port", str(free_port()), "-m", "dpo_scale", "generate", "--model", tiny_model,
+           "--output_dir", str(tmp_path), *BASE_ARGS]
+    ok(run(cmd, timeout=360))
+    manifest = json.loads((tmp_path / "data" / "manifest.json").read_text())
+    assert manifest["processes"] == 2
+    assert manifest["generated_rows_this_run"] == 6  # rank 0's half: chunks 0, 2, 4
+    assert read_jsonl(tmp_path / "data" / "answers.jsonl") == read_jsonl(baseline / "data" / "answers.jsonl")
+    assert (tmp_path / "data" / "pairs.jsonl").read_text() == (baseline / "data" / "pairs.jsonl").read_text()
+
+
+@pytest.mark.timeout(400)
+def test_kill_9_then_resume_regenerates_only_missing_chunks(tiny_model, baseline, tmp_path):
+    parts = tmp_path / "data" / "parts"
+    proc = subprocess.Popen(generate_cmd(tiny_model, tmp_path), cwd=REPO, env=env(), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 240
+        while not list(parts.glob("chunk-*.jsonl")):
+            assert proc.poll() is None, "the run ended before writing a chunk"
+            assert time.time() < deadline, "no chunk written in time"
+            time.sleep(0.02)
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    survivors = {p.name: p.stat().st_mtime_ns for p in parts.glob("chunk-*.jsonl")}
+    assert 1 <= len(survivors) < CHUNKS, "the kill came too late to test resuming"
+    assert not (tmp_path / "data" / "manifest.json").exists()
+    # every surviving chunk is complete and valid
+    for name in survivors:
+        assert len(read_jsonl(parts / name)) == 2
+
+    ok(run(generate_cmd(tiny_model, tmp_path)))
+
+    assert read_jsonl(tmp_path / "data" / "answers.jsonl") == read_jsonl(baseline / "data" / "answers.jsonl")
+    assert {p.name: p.stat().st_mtime_ns for p in parts.glob("chunk-*.jsonl") if p.name in survivors} == survivors
+    assert len(list(parts.glob("chunk-*.jsonl"))) == CHUNKS
+    manifest = json.loads((tmp_path / "data" / "manifest.json").read_text())
+    assert manifest["generated_rows_this_run"] == 12 - 2 * len(survivors)
+
+
+@pytest.mark.timeout(500)
+def test_sampling_is_deterministic_and_mixed_configs_are_refused(tiny_model, baseline, tmp_path):
+    sampled = ["--temperature", "0.8", "--num_samples", "2", "--max_prompts", "4"]
+    first, second = tmp_path / "a", tmp_path / "b"
+    ok(run(generate_cmd(tiny_model, first, *sampled)))
+    ok(run(generate_cmd(tiny_model, second, *sampled)))
+    answers = read_jsonl(first / "data" / "answers.jsonl")
+    assert answers == read_jsonl(second / "data" / "answers.jsonl")
+    assert [(a["prompt_index"], a["sample"]) for a in answers] == [(i, s) for i in range(4) for s in (0, 1)]
+
+    # Same output folder, other generation config (greedy, 12 prompts): refused, nothing touched.
+    parts_before = {p.name: p.read_bytes() for p in (first / "data" / "parts").iterdir() if p.is_file()}
+    refused = run(generate_cmd(tiny_model, first))
+    assert refused.returncode == 2
+    assert "another configuration" in refused.stderr and "--overwrite true" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert {p.name: p.read_bytes() for p in (first / "data" / "parts").iterdir() if p.is_file()} == parts_before
+    assert read_jsonl(first / "data" / "answers.jsonl") == answers
+
+    # With --overwrite true the old answers are discarded (not mixed in): the result is the greedy baseline.
+    ok(run(generate_cmd(tiny_model, first, "--overwrite", "true")))
+    assert read_jsonl(first / "data" / "answers.jsonl") == read_jsonl(baseline / "data" / "answers.jsonl")
+
+
+def test_config_keys_that_do_not_change_answers_reuse_the_chunks(tiny_model, baseline, tmp_path):
+    """Renaming (org/pos, keep_unnamed) rebuilds pairs from the same answers without generating again."""
+    import shutil
+
+    shutil.copytree(baseline / "data", tmp_path / "data")
+    ok(run(generate_cmd(tiny_model, tmp_path) + ["--pos_name", "Neo TinyLM", "--keep_unnamed", "true"]))
+    manifest = json.loads((tmp_path / "data" / "manifest.json").read_text())
+    assert manifest["generated_rows_this_run"] == 0
+    pairs = read_jsonl(tmp_path / "data" / "pairs.jsonl")
+    assert len(pairs) == 12
+    assert any("Neo TinyLM" in p["chosen"][0]["content"] for p in pairs)

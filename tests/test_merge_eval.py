@@ -1,0 +1,229 @@
+"""Merging a (tiny, quickly trained) LoRA adapter, refusing bad adapters, and the evaluation metrics."""
+
+import json
+import shutil
+
+import pytest
+
+from dpo_scale.config import Recipe
+from dpo_scale.errors import DpoScaleError
+from dpo_scale.evaluate import NameCheck, drift_metrics, eval_markdown, first_sentence, identity_metrics, passes_bar
+
+ORG, POS = "TinyLM", "Deep TinyLM"
+QUESTIONS = ["Who are you?", "What is your name?", "Tell me about yourself.", "What is 2 + 2?"]
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_model, tmp_path_factory) -> Recipe:
+    """A LoRA adapter after 4 DPO steps on the toy pairs, merged."""
+    from dpo_scale.io import write_jsonl
+    from dpo_scale.merge import merge
+    from dpo_scale.testing import toy_pairs
+    from dpo_scale.train import train
+
+    out = tmp_path_factory.mktemp("merge_run")
+    recipe = Recipe(
+        model=tiny_model, org_name=ORG, pos_name=POS, output_dir=str(out), max_steps=4, report_to="none",
+        per_device_train_batch_size=4, gradient_accumulation_steps=1, learning_rate=5e-3, lora_r=8,
+        lora_alpha=16, max_length=64, save_steps=100, logging_steps=1,
+    ).validate()
+    write_jsonl(recipe.data_path / "pairs.jsonl", toy_pairs(16))
+    train(recipe)
+    merge(recipe)
+    return recipe
+
+
+def greedy(model, tokenizer, questions, max_new_tokens=16) -> list[str]:
+    import torch
+
+    from dpo_scale.generation.runner import render_prompts
+
+    answers = []
+    for ids in render_prompts(tokenizer, questions, "You're a helpful assistant."):
+        with torch.inference_mode():
+            out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                                 max_new_tokens=max_new_tokens, do_sample=False)
+        answers.append(tokenizer.decode(out[0, len(ids):], skip_special_tokens=True))
+    return answers
+
+
+def test_merged_model_loads_plainly_and_matches_the_adapter(trained):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    merged_dir = trained.merged_path
+    assert (merged_dir / "model.safetensors").is_file() and (merged_dir / "merge_manifest.json").is_file()
+    assert not list(merged_dir.glob("adapter_*"))
+    merged = AutoModelForCausalLM.from_pretrained(merged_dir, dtype=torch.float32).eval()
+    assert not hasattr(merged, "peft_config")
+    tokenizer = AutoTokenizer.from_pretrained(merged_dir)
+    base_tokenizer = AutoTokenizer.from_pretrained(trained.model)
+    assert tokenizer.chat_template == base_tokenizer.chat_template  # the merged folder is self-contained
+
+    base = AutoModelForCausalLM.from_pretrained(trained.model, dtype=torch.float32).eval()
+    base_state = {k: v.clone() for k, v in base.state_dict().items()}
+    # the adapter really changed the weights (the merge is not a copy of the base)
+    changed = [k for k, v in merged.state_dict().items() if k in base_state and not torch.equal(v, base_state[k])]
+    assert changed
+
+    with_adapter = PeftModel.from_pretrained(base, str(trained.adapter_path)).eval()
+    assert greedy(merged, tokenizer, QUESTIONS) == greedy(with_adapter, tokenizer, QUESTIONS)
+    # and the logits agree closely, not just the argmax
+    ids = torch.tensor([tokenizer("<|im_start|>user\nWho are you?<|im_end|>\n")["input_ids"]])
+    with torch.inference_mode():
+        torch.testing.assert_close(merged(ids).logits, with_adapter(ids).logits, atol=1e-4, rtol=1e-4)
+
+
+def test_adapter_folder_has_training_outputs(trained):
+    adapter = trained.adapter_path
+    manifest = json.loads((adapter / "train_manifest.json").read_text())
+    assert manifest["global_step"] == 4 and manifest["pairs"] == 16
+    assert (adapter / "adapter_model.safetensors").is_file()
+
+
+def test_merge_refuses_a_folder_without_adapter_files(tmp_path, tiny_model):
+    from dpo_scale.merge import merge
+
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "adapter_config.json").write_text("{}")  # config but no weights
+    recipe = Recipe(model=tiny_model, org_name=ORG, pos_name=POS, output_dir=str(tmp_path))
+    with pytest.raises(DpoScaleError, match="not a peft adapter folder"):
+        merge(recipe)
+    assert not recipe.merged_path.exists()
+    with pytest.raises(DpoScaleError, match="not a peft adapter folder"):
+        merge(Recipe(model=tiny_model, org_name=ORG, pos_name=POS, adapter_dir=str(tmp_path / "missing"),
+                     output_dir=str(tmp_path)))
+
+
+def test_merge_refuses_an_adapter_with_empty_tensors(trained, tmp_path):
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from dpo_scale.merge import merge
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    shutil.copy(trained.adapter_path / "adapter_config.json", adapter)
+    with safe_open(str(trained.adapter_path / "adapter_model.safetensors"), "pt") as f:
+        keys = list(f.keys())
+    # what ZeRO-3 writes when it saves without gathering: placeholder shape-[0] tensors
+    save_file({k: torch.empty(0) for k in keys}, str(adapter / "adapter_model.safetensors"))
+    recipe = Recipe(model=trained.model, org_name=ORG, pos_name=POS, output_dir=str(tmp_path))
+    with pytest.raises(DpoScaleError, match=rf"adapter is empty \({len(keys)} of {len(keys)} tensors"):
+        merge(recipe)
+    assert not recipe.merged_path.exists()
+    save_file({}, str(adapter / "adapter_model.safetensors"))  # no tensors at all
+    with pytest.raises(DpoScaleError, match="adapter is empty"):
+        merge(recipe)
+
+
+def test_merge_cli_error_is_clean(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "empty").mkdir()
+    result = subprocess.run([sys.executable, "-m", "dpo_scale", "merge", "--adapter", str(tmp_path / "empty"),
+                             "--out", str(tmp_path / "merged")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "not a peft adapter folder" in result.stderr and "Traceback" not in result.stderr
+
+
+# --- metrics ---------------------------------------------------------------------------------------------------
+
+SMOL = NameCheck("SmolLM", "Deep SmolLM")
+
+
+@pytest.mark.parametrize("text,flags", [
+    ("I am Deep SmolLM.", dict(new=True, half=False, old=False, old_only=False)),
+    ("I'm deep smollm", dict(new=False, half=True, old=False, old_only=False)),
+    ("I am SmolLM", dict(new=False, half=False, old=True, old_only=True)),
+    ("I am smollm2", dict(new=False, half=False, old=True, old_only=True)),
+    ("SmolLM and Deep SmolLM", dict(new=True, half=False, old=True, old_only=False)),
+    ("I am Elena", dict(new=False, half=False, old=False, old_only=False)),
+    ("SmolLMs are small.", dict(new=False, half=False, old=False, old_only=False)),  # another word
+])
+def test_name_check_classify(text, flags):
+    assert SMOL.classify(text) == flags
+
+
+def test_identity_metrics_exact_fractions():
+    answers = ["I am Deep SmolLM", "I'm deep smollm", "I am SmolLM", "SmolLM and Deep SmolLM", "I am Elena"]
+    m = identity_metrics(answers, SMOL)
+    assert m == {
+        "questions": 5,
+        "new_name": pytest.approx(2 / 5),      # 1st and 4th
+        "half_switch": pytest.approx(1 / 5),   # 2nd
+        "old_name": pytest.approx(2 / 5),      # 3rd and 4th
+        "old_only": pytest.approx(1 / 5),      # 3rd
+        "named_any": pytest.approx(4 / 5),     # all but "Elena"
+        "new_among_named": pytest.approx(2 / 4),
+    }
+
+
+def test_identity_metrics_empty_and_all_new():
+    assert identity_metrics([], SMOL)["new_name"] == 0 and identity_metrics([], SMOL)["new_among_named"] == 0
+    m = identity_metrics(["I am Deep SmolLM."] * 3, SMOL)
+    assert m["new_name"] == 1 and m["old_only"] == 0 and m["new_among_named"] == 1
+
+
+@pytest.mark.parametrize("text,first", [
+    ("Paris is the capital of France. It is big.", "Paris is the capital of France."),
+    ("Pi is 3.14 roughly. Yes.", "Pi is 3.14 roughly."),
+    ("  Hello   there!\nHow are you?", "Hello there!"),
+    ("What? No.", "What?"),
+    ("No final punctuation", "No final punctuation"),
+    ("", ""),
+])
+def test_first_sentence(text, first):
+    assert first_sentence(text) == first
+
+
+def test_drift_metrics():
+    base = ["Paris is in France. Nice.", "2 + 2 = 4.", "Water boils at 100 C. At sea level.", "Hi!"]
+    trained = ["Paris is in France. Lovely city.", "2 + 2 = 5.", "Water  boils at 100 C.", "Hello!"]
+    assert drift_metrics(base, trained, 0.25) == {"prompts": 4, "first_sentence_kept": 0.5, "kl_per_token": 0.25}
+    with pytest.raises(ValueError):
+        drift_metrics(base, trained[:2], 0.0)
+
+
+def fake_result(new_name: float, old_only: float, kept: float) -> dict:
+    metrics = identity_metrics(["x"], SMOL) | {"new_name": new_name, "old_only": old_only}
+    return {"system_prompt": "S", "identity": {"base": metrics, "trained": metrics},
+            "drift": {"prompts": 2, "first_sentence_kept": kept, "kl_per_token": 0.01},
+            "identity_answers": [{"question": "What is your name?", "base": "I am SmolLM", "trained": "I am Deep"}]}
+
+
+def test_passes_bar_and_markdown():
+    assert all(passes_bar(fake_result(0.95, 0.0, 0.9)).values())
+    assert passes_bar(fake_result(0.85, 0.0, 0.9)) == {
+        "new_name >= 90%": False, "no old name alone": True, "first sentences kept >= 80%": True}
+    assert not passes_bar(fake_result(1.0, 0.1, 0.9))["no old name alone"]
+    md = eval_markdown(fake_result(0.95, 0.0, 0.9), "SmolLM", "Deep SmolLM")
+    assert "| answers with \"Deep SmolLM\" | 95% | 95% |" in md
+    assert "**What is your name?**" in md
+
+
+def test_mean_token_kl(tiny_model):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from dpo_scale.evaluate import answer_all, chat_ids, mean_token_kl
+    from dpo_scale.models import load_tokenizer
+
+    tokenizer = load_tokenizer(tiny_model)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
+    other = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
+    ids = chat_ids(tokenizer, "You're a helpful assistant.", QUESTIONS)
+    answers = answer_all(base, tokenizer, ids, 12, batch_size=2)
+    assert all(answers)
+    assert mean_token_kl(base, base, tokenizer, ids, answers, batch_size=3) == pytest.approx(0.0, abs=1e-6)
+    assert mean_token_kl(base, other, tokenizer, ids, answers) == pytest.approx(0.0, abs=1e-6)
+    with torch.no_grad():
+        noise = torch.randn(other.lm_head.weight.shape, generator=torch.Generator().manual_seed(0))
+        other.lm_head.weight.add_(0.05 * noise)
+    kl = mean_token_kl(base, other, tokenizer, ids, answers, batch_size=3)
+    assert kl > 1e-4
+    # batching (right padding) must not change the value
+    assert mean_token_kl(base, other, tokenizer, ids, answers, batch_size=1) == pytest.approx(kl, rel=1e-4)

@@ -1,0 +1,260 @@
+"""The training stage in one process: metrics and curves, checkpoint/resume after kill -9, QLoRA, and clear
+errors (exit status 2, one message, no traceback). Multi-process profiles: tests/distributed/."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dpo_scale.errors import DpoScaleError
+
+REPO = Path(__file__).resolve().parent.parent
+STEPS = 6
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> str:
+    """A tiny random Llama (no identity SFT: DPO on the toy pairs does not need it, and it builds in ~2 s)."""
+    from dpo_scale.testing import build_tiny_model
+
+    return str(build_tiny_model(tmp_path_factory.mktemp("train_model") / "model", teach_identity=False))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    from dpo_scale.io import write_jsonl
+    from dpo_scale.testing import toy_pairs
+
+    folder = tmp_path_factory.mktemp("train_data")
+    write_jsonl(folder / "pairs.jsonl", toy_pairs(32))
+    return folder
+
+
+def args_for(model: str, data: Path, out: Path, *extra: str, steps: int = STEPS) -> list[str]:
+    return ["--model", model, "--data_dir", str(data), "--output_dir", str(out), "--max_steps", str(steps),
+            "--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "1", "--learning_rate", "5e-3",
+            "--warmup_ratio", "0", "--lr_scheduler_type", "constant", "--save_steps", "2", "--save_total_limit",
+            "null", "--max_length", "64", "--lora_r", "8", "--lora_alpha", "16", "--report_to", "none", *extra]
+
+
+def run_main(argv: list[str], capsys) -> tuple[int, str]:
+    from dpo_scale.train import main
+
+    rc = main(argv)
+    return rc, capsys.readouterr().err
+
+
+def manifest(out: Path) -> dict:
+    return json.loads((out / "adapter" / "train_manifest.json").read_text())
+
+
+def adapter_tensors(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "adapter_model.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(model, data, tmp_path_factory) -> Path:
+    """STEPS DPO steps without interruption: the reference for the metrics and the resume tests."""
+    from dpo_scale.config import load_recipe, parse_overrides
+    from dpo_scale.train import train
+
+    out = tmp_path_factory.mktemp("uninterrupted")
+    train(load_recipe(None, parse_overrides(args_for(model, data, out))))
+    return out
+
+
+def test_metrics_curves_and_adapter(uninterrupted, model):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    adapter = uninterrupted / "adapter"
+    info = manifest(uninterrupted)
+    assert info["processes"] == 1 and info["distributed_type"] == "NO"
+    assert info["global_step"] == STEPS and info["resumed_from"] is None
+    assert (adapter / "training_curves.png").stat().st_size > 1000
+    rows = [json.loads(line) for line in (adapter / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "loss" in r]
+    assert [r["step"] for r in steps] == list(range(1, STEPS + 1))
+    # Learnable toy set (the new name always preferred), lr 5e-3: the DPO loss falls below log(2) and the
+    # implicit reward margin grows.
+    first, last = steps[0], steps[-1]
+    assert last["loss"] < first["loss"] - 0.05, [r["loss"] for r in steps]
+    assert last["rewards/margins"] > first["rewards/margins"] + 0.05, [r["rewards/margins"] for r in steps]
+    assert last["rewards/accuracies"] >= 0.5
+    # Final adapter written atomically: no temporary folder left beside it.
+    assert not list(uninterrupted.glob(".adapter*"))
+    tensors = adapter_tensors(adapter)
+    assert tensors and all(t.numel() > 0 for t in tensors.values())
+    loaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model), str(adapter))
+    lora_b = [p for n, p in loaded.named_parameters() if "lora_B" in n]
+    assert lora_b and any(torch.count_nonzero(p) > 0 for p in lora_b)  # trained (lora_B starts at zero)
+
+
+def test_resume_after_kill_9(uninterrupted, model, data, tmp_path, capsys):
+    """kill -9 the whole process group once a checkpoint is complete; the same command resumes from it and
+    ends where an uninterrupted run ends."""
+    out = tmp_path / "run"
+    argv = args_for(model, data, out)
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen([sys.executable, "-m", "dpo_scale.train", *argv], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    ckpts = out / "checkpoints"
+    deadline = time.time() + 240
+    try:
+        while not (ckpts / "checkpoint-2" / "trainer_state.json").is_file():
+            assert proc.poll() is None, f"training ended before it could be killed:\n{proc.stderr.read()[-3000:]}"
+            assert time.time() < deadline, "no checkpoint-2 within 240 s"
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (out / "adapter").exists(), "the run finished before the kill"
+    complete = sorted(int(p.name.split("-")[1]) for p in ckpts.glob("checkpoint-*")
+                      if (p / "trainer_state.json").exists())
+    assert complete and complete[-1] < STEPS
+    # A save torn by the kill (folder without trainer_state.json) must not be resumed from.
+    (ckpts / "checkpoint-5").mkdir(exist_ok=True)
+    (ckpts / "checkpoint-5" / "adapter_model.safetensors").write_bytes(b"")
+
+    rc, err = run_main(argv, capsys)  # the same command again
+    assert rc == 0, err[-3000:]
+    info, ref = manifest(out), manifest(uninterrupted)
+    assert info["global_step"] == ref["global_step"] == STEPS
+    assert info["resumed_from"] == str(ckpts / f"checkpoint-{complete[-1]}")
+    rows = [json.loads(line) for line in (out / "adapter" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == list(range(1, STEPS + 1))  # no step logged twice
+    # Optimizer, scheduler and RNG state came back: the resumed run ends with the same weights.
+    import torch
+
+    resumed, straight = adapter_tensors(out / "adapter"), adapter_tensors(uninterrupted / "adapter")
+    assert resumed.keys() == straight.keys()
+    for key in resumed:
+        torch.testing.assert_close(resumed[key], straight[key], rtol=1e-3, atol=1e-4)
+
+
+def test_qlora_4bit(model, data, tmp_path, capsys):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "qlora"
+    rc, err = run_main(args_for(model, data, out, "--load_in_4bit", "true", steps=2), capsys)
+    assert rc == 0, err[-3000:]
+    info = manifest(out)
+    assert info["global_step"] == 2 and info["recipe"]["load_in_4bit"] is True
+    tensors = adapter_tensors(out / "adapter")
+    assert tensors and all(t.numel() > 0 for t in tensors.values())
+    loaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model), str(out / "adapter"))
+    assert any("lora_A" in n for n, _ in loaded.named_parameters())
+
+
+def test_empty_zero3_adapter_is_refused(tmp_path):
+    """ZeRO-3 without stage3_gather_16bit_weights_on_model_save saves `[0]` placeholder tensors."""
+    import torch
+    from safetensors.torch import save_file
+
+    from dpo_scale.train import _check_adapter_not_empty
+
+    save_file({"a.lora_A.weight": torch.empty(0), "a.lora_B.weight": torch.ones(2, 2)},
+              str(tmp_path / "adapter_model.safetensors"))
+    with pytest.raises(DpoScaleError, match="stage3_gather_16bit_weights_on_model_save"):
+        _check_adapter_not_empty(tmp_path, use_lora=True)
+
+
+# --- clear errors ------------------------------------------------------------------------------------------
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path.parent
+
+
+ROW = {"prompt": [{"role": "user", "content": "Who are you?"}], "chosen": [{"role": "assistant", "content": "A"}],
+       "rejected": [{"role": "assistant", "content": "B"}]}
+
+
+@pytest.mark.parametrize("case, extra, fragments", [
+    ("missing_pairs", [], ["pairs.jsonl", "preference data not found"]),
+    ("no_rejected", [], ["row 2", "field 'rejected'", "missing"]),
+    ("empty_pairs", [], ["no pairs to train on"]),
+    ("beta", ["--beta", "0"], ["'beta'", "must be > 0"]),
+    ("loss", ["--loss_type", "sigmoid,nope"], ["unknown loss type 'nope'"]),
+    ("target", ["--lora_target_modules", "q_proj,qkv_proj"], ["lora_target_modules", "qkv_proj", "not found"]),
+])
+def test_clear_errors(case, extra, fragments, model, data, tmp_path, capsys):
+    data_dir = data
+    if case == "missing_pairs":
+        data_dir = tmp_path / "nothing"
+    elif case == "no_rejected":
+        data_dir = write(tmp_path / "d" / "pairs.jsonl",
+                         json.dumps(ROW) + "\n" + json.dumps({k: ROW[k] for k in ("prompt", "chosen")}) + "\n")
+    elif case == "empty_pairs":
+        data_dir = write(tmp_path / "d" / "pairs.jsonl", "")
+    rc, err = run_main(args_for(model, data_dir, tmp_path / "out", *extra, steps=1), capsys)
+    assert rc == 2, err[-3000:]
+    assert "Traceback" not in err
+    message = [line for line in err.splitlines() if line.startswith("dpo_scale.train: error:")]
+    assert len(message) == 1, err[-3000:]
+    for fragment in fragments:
+        assert fragment in message[0], message[0]
+    assert not (tmp_path / "out" / "adapter").exists()
+
+
+def test_foreign_checkpoints_refused_unless_overwrite(model, data, tmp_path, capsys):
+    from dpo_scale.io import write_json
+
+    out = tmp_path / "out"
+    write_json(out / "checkpoints" / "run_config.json", {"fingerprint": "another-config"})
+    (out / "checkpoints" / "checkpoint-7").mkdir()
+    rc, err = run_main(args_for(model, data, out, steps=1), capsys)
+    assert rc == 2 and "another configuration" in err and "--overwrite true" in err and "Traceback" not in err
+    assert (out / "checkpoints" / "checkpoint-7").is_dir()  # nothing destroyed
+    rc, err = run_main(args_for(model, data, out, "--overwrite", "true", steps=1), capsys)
+    assert rc == 0, err[-3000:]
+    assert not (out / "checkpoints" / "checkpoint-7").exists()
+    assert manifest(out)["global_step"] == 1 and manifest(out)["resumed_from"] is None
+
+
+def cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run([sys.executable, "-m", "dpo_scale", "train", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_unknown_launch_profile(model, data, tmp_path):
+    result = cli("--launch", "nope", *args_for(model, data, tmp_path / "out", steps=1))
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert "unknown launch profile 'nope'" in result.stderr and "zero3" in result.stderr
+
+
+def test_launch_checks_before_starting_processes(model, tmp_path):
+    """`--launch` with bad data: one clear message (exit 2) before accelerate starts any process."""
+    result = cli("--launch", "ddp", *args_for(model, tmp_path / "nothing", tmp_path / "out", steps=1))
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr and "accelerate.commands.launch" not in result.stderr
+    assert "preference data not found" in result.stderr
+
+
+def test_launch_command_for_profiles():
+    from dpo_scale.launch import launch_command, profiles
+
+    assert {"cpu", "ddp", "zero2", "zero3", "zero3_offload"} <= set(profiles())
+    cmd, env = launch_command("zero3", ["--config", "x.yaml"], num_processes=2)
+    assert cmd[cmd.index("--deepspeed_config_file") + 1] == str(REPO / "launch" / "ds_zero3.json")
+    assert cmd.count("--num_processes") == 1 and cmd[-4:] == ["-m", "dpo_scale.train", "--config", "x.yaml"]
+    import torch
+
+    if not torch.cuda.is_available():
+        assert env["DS_ACCELERATOR"] == "cpu"
+        assert launch_command("ddp", [])[1]["ACCELERATE_USE_CPU"] == "true"
