@@ -58,6 +58,9 @@ class Recipe:
     top_p: float = 1.0
     max_new_tokens: int = 128
     gen_system_prompt: str | None = None  # None: the model's own default (carries its identity)
+    # Pre-filled starts of the assistant turn ("{name}" = org_name), cycled over prompts; the model
+    # continues each in its own words. For models that seldom say their name unprompted.
+    answer_prefixes: list[str] | None = None
     tensor_parallel_size: int = 1
     gen_dtype: str | None = None  # dtype of the generation engine (default: dtype); bf16 is ~2x faster in vLLM
     enforce_eager: bool = True  # vLLM: skip graph capture; starts ~3x faster for ~3% less speed

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 GENERATION_KEYS = (
     "model", "gguf_file", "dtype", "gen_dtype", "chat_template", "dataset", "dataset_split", "max_prompts",
     "num_samples", "temperature", "top_p", "max_new_tokens", "gen_system_prompt", "chunk_size", "seed",
+    "answer_prefixes", "org_name",
 )
 
 
@@ -40,14 +41,26 @@ def pick_backend(name: str) -> str:
     return name
 
 
-def render_prompts(tokenizer, texts: list[str], system_prompt: str | None) -> list[list[int]]:
-    """Token ids of each chat prompt; no system message means the model's default one."""
+def answer_prefix(recipe: Recipe, prompt_index: int, sample: int) -> str:
+    """The forced start of an answer ("" when none): prefixes cycle over prompts and samples."""
+    if not recipe.answer_prefixes:
+        return ""
+    template = recipe.answer_prefixes[(prompt_index + sample) % len(recipe.answer_prefixes)]
+    return template.replace("{name}", recipe.org_name)
+
+
+def render_prompts(tokenizer, texts: list[str], system_prompt: str | None,
+                   prefixes: list[str] | None = None) -> list[list[int]]:
+    """Token ids of each chat prompt; no system message means the model's default one. A prefix is
+    pre-filled into the assistant turn: the model continues it in its own words."""
     out = []
-    for text in texts:
+    for i, text in enumerate(texts):
         messages = [{"role": "user", "content": text}]
         if system_prompt is not None:
             messages.insert(0, {"role": "system", "content": system_prompt})
         rendered = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        if prefixes:
+            rendered += prefixes[i]
         out.append(tokenizer(rendered, add_special_tokens=False)["input_ids"])
     return out
 
@@ -114,11 +127,13 @@ def generate_answers(recipe: Recipe, model_path: str, tokenizer, prompts=None) -
 
         for k in todo:
             chunk = chunks[k]
-            ids = render_prompts(tokenizer, [p.text for p, _ in chunk], recipe.gen_system_prompt)
+            prefixes = [answer_prefix(recipe, p.index, s) for p, s in chunk]
+            ids = render_prompts(tokenizer, [p.text for p, _ in chunk], recipe.gen_system_prompt, prefixes)
             completions = generator.generate(ids, sampling, seed=recipe.seed + k, progress=progress)
             write_jsonl(part_file(k), (
-                {"prompt_index": p.index, "sample": s, "prompt": p.text, "answer": c.text, "tokens": c.num_tokens}
-                for (p, s), c in zip(chunk, completions, strict=True)
+                {"prompt_index": p.index, "sample": s, "prompt": p.text, "answer": prefix + c.text,
+                 "tokens": c.num_tokens}
+                for (p, s), prefix, c in zip(chunk, prefixes, completions, strict=True)
             ))
             stats["generated_rows"] += len(chunk)
         bar.close()

@@ -28,6 +28,15 @@ pytestmark = [pytest.mark.distributed, pytest.mark.timeout(900)]
 
 needs_deepspeed = pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="deepspeed not installed")
 
+
+@pytest.fixture(autouse=True)
+def cpu_or_two_gpus(request):
+    """These runs are sized for a CPU machine (gloo); on CUDA every rank needs a GPU of its own."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.device_count() < 2 and "cpu]" not in request.node.name:
+        pytest.skip("2-process runs on a CUDA machine need 2 GPUs")
+
 BF16_ZERO3 = ["--bf16", "true", "--dtype", "bfloat16", "--gradient_checkpointing", "true"]
 PRECOMPUTE = ["--precompute_ref_log_probs", "true"]
 
