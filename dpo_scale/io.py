@@ -22,16 +22,24 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)) / (path.name + suffix)
     try:
         yield tmp
-        if path.is_dir() and not path.is_symlink():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
+        if tmp.is_dir():
+            replace_folder(tmp, path)
         else:
             os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp.parent, ignore_errors=True)
+
+
+def replace_folder(new: Path, path: Path) -> None:
+    """Move a finished folder into place: readers see the old complete one or the new complete one."""
+    if path.exists():
+        old = path.with_name(f".{path.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(path, old)
+        os.replace(new, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(new, path)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
@@ -74,3 +82,13 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise DpoScaleError(f"{path}: malformed JSON ({e.msg} at line {e.lineno})") from None
+
+
+def empty_tensors(safetensors_file: Path) -> tuple[list[str], list[str]]:
+    """All tensor names in a safetensors file, and those with no elements (ZeRO-3 placeholders)."""
+    from safetensors import safe_open
+
+    with safe_open(str(safetensors_file), "pt") as f:
+        keys = list(f.keys())
+        empty = [k for k in keys if 0 in f.get_slice(k).get_shape() or not f.get_slice(k).get_shape()]
+    return keys, empty

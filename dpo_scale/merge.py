@@ -9,22 +9,18 @@ from pathlib import Path
 
 from dpo_scale.config import Recipe
 from dpo_scale.errors import DpoScaleError
-from dpo_scale.io import atomic_path, read_json, write_json
+from dpo_scale.io import atomic_path, empty_tensors, read_json, write_json
 
 log = logging.getLogger(__name__)
 
 
 def check_adapter(adapter: Path) -> dict:
-    from safetensors import safe_open
-
     config = adapter / "adapter_config.json"
     weights = adapter / "adapter_model.safetensors"
     if not config.is_file() or not weights.is_file():
         raise DpoScaleError(f"{adapter}: not a peft adapter folder (needs adapter_config.json and "
                             "adapter_model.safetensors); train one with `dpo-scale train`")
-    with safe_open(str(weights), "pt") as f:
-        keys = list(f.keys())
-        empty = [k for k in keys if 0 in f.get_slice(k).get_shape() or not f.get_slice(k).get_shape()]
+    keys, empty = empty_tensors(weights)
     if not keys or empty:
         raise DpoScaleError(f"{weights}: adapter is empty ({len(empty)} of {len(keys)} tensors have no "
                             "elements, e.g. saved under ZeRO-3 without gathering); refusing to merge")

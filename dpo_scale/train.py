@@ -19,7 +19,7 @@ from pathlib import Path
 
 from dpo_scale.config import Recipe
 from dpo_scale.errors import DpoScaleError
-from dpo_scale.io import read_json, read_jsonl, write_json
+from dpo_scale.io import empty_tensors, read_json, read_jsonl, replace_folder, write_json
 
 log = logging.getLogger(__name__)
 
@@ -382,15 +382,7 @@ def _finish_adapter(recipe: Recipe, tmp: Path, out: Path, tokenizer, metrics_fil
         shutil.copy(metrics_file, tmp / "metrics.jsonl")
     plot_training(metrics, tmp / "training_curves.png", f"DPO {recipe.model}: {'+'.join(recipe.loss_type)}")
     write_json(tmp / "train_manifest.json", manifest)
-    # Atomic for readers: the adapter folder is either the old complete one or the new complete one.
-    if out.exists():
-        old = out.with_name(f".{out.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
+    replace_folder(tmp, out)
     log.info("adapter saved to %s", out)
 
 
@@ -402,14 +394,10 @@ def _trim_metrics(metrics_file: Path, step: int, is_main: bool) -> None:
 
 
 def _check_adapter_not_empty(folder: Path, use_lora: bool) -> None:
-    from safetensors import safe_open
-
     weights = folder / ("adapter_model.safetensors" if use_lora else "model.safetensors")
     if not weights.is_file():
         raise DpoScaleError(f"{folder}: the trainer saved no {weights.name}")
-    with safe_open(str(weights), "pt") as f:
-        keys = list(f.keys())
-        empty = [k for k in keys if 0 in f.get_slice(k).get_shape() or not f.get_slice(k).get_shape()]
+    keys, empty = empty_tensors(weights)
     if not keys or empty:
         # ZeRO-3 without 16-bit gathering on save writes placeholder `[0]` tensors (e.g. OpenRLHF issue 651:
         # "copying a param with shape torch.Size([0]) from checkpoint"); the adapter would load as garbage.

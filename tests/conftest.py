@@ -57,3 +57,20 @@ def smollm2() -> str:
     from dpo_scale.models import resolve_model
 
     return resolve_model("smollm2")
+
+
+@pytest.fixture(scope="session")
+def untrained_tiny_model(tmp_path_factory) -> str:
+    """A tiny random Llama without the identity SFT (builds in ~2 s): enough to check that training runs."""
+    from dpo_scale.testing import build_tiny_model
+
+    return str(build_tiny_model(tmp_path_factory.mktemp("untrained") / "model", teach_identity=False))
+
+
+def write_toy_pairs(folder: Path, n: int) -> Path:
+    """A data folder with `n` learnable toy pairs in pairs.jsonl."""
+    from dpo_scale.io import write_jsonl
+    from dpo_scale.testing import toy_pairs
+
+    write_jsonl(folder / "pairs.jsonl", toy_pairs(n))
+    return folder

@@ -89,3 +89,46 @@ def test_vllm_fp32_matches_hf_fp32(hf_run, tmp_path):
     hf_answers = read_jsonl(hf_run / "data" / "answers.jsonl")
     assert [a["answer"] for a in vllm_answers] == [a["answer"] for a in hf_answers]
     assert [a["tokens"] for a in vllm_answers] == [a["tokens"] for a in hf_answers]
+
+
+@pytest.mark.timeout(1500)
+def test_short_real_pipeline_writes_every_artifact_and_they_load(smollm2, tmp_path):
+    """`dpo-scale run` on the real model, with the shipped recipe shrunk to a few pairs and steps:
+    data/, adapter/, merged/, eval and report all exist and load."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    ordinary = tmp_path / "ordinary.jsonl"
+    ordinary.write_text("".join(json.dumps({"conversations": [{"from": "human", "value": q}]}) + "\n"
+                                for q in ("What is 2 + 2?", "Name a primary color.")))
+    out = tmp_path / "run"
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    cmd = [sys.executable, "-m", "dpo_scale", "run", "--config", str(REPO / "configs" / "smollm2_cpu.yaml"),
+           "--output_dir", str(out), "--backend", "hf", "--max_prompts", "4", "--max_new_tokens", "24",
+           "--max_steps", "2", "--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "1",
+           "--report_to", "none", "--max_eval_questions", "3", "--ordinary_prompts", str(ordinary),
+           "--eval_max_new_tokens", "16"]
+    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1400)
+    assert result.returncode == 0, result.stderr[-5000:]
+
+    stats = json.loads((out / "data" / "stats.json").read_text())
+    assert stats["pairs"] == 4 and stats["named"] == 4  # the recipe's answer prefixes name the model
+    pairs = read_jsonl(out / "data" / "pairs.jsonl")
+    assert all("Deep SmolLM" in p["chosen"][0]["content"] for p in pairs)
+    assert all(p["prompt"][0] == {"role": "system", "content": "You're a helpful assistant."} for p in pairs)
+
+    manifest = json.loads((out / "adapter" / "train_manifest.json").read_text())
+    assert manifest["global_step"] == 2
+    assert (out / "adapter" / "training_curves.png").stat().st_size > 1000
+    base = AutoModelForCausalLM.from_pretrained(smollm2, dtype=torch.float32)
+    PeftModel.from_pretrained(base, str(out / "adapter"))  # the adapter loads onto the base
+
+    merged = AutoModelForCausalLM.from_pretrained(out / "merged", dtype=torch.float32)
+    assert merged.num_parameters() == base.num_parameters()
+
+    result_json = json.loads((out / "eval.json").read_text())
+    assert result_json["identity"]["trained"]["questions"] == 3 and result_json["drift"]["prompts"] == 2
+    report = (out / "report.md").read_text()
+    for section in ("## Preference data", "## Training", "## Evaluation", "## Timings"):
+        assert section in report

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import write_toy_pairs
 
 from dpo_scale.errors import DpoScaleError
 
@@ -20,21 +21,13 @@ pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory) -> str:
-    """A tiny random Llama (no identity SFT: DPO on the toy pairs does not need it, and it builds in ~2 s)."""
-    from dpo_scale.testing import build_tiny_model
-
-    return str(build_tiny_model(tmp_path_factory.mktemp("train_model") / "model", teach_identity=False))
+def model(untrained_tiny_model) -> str:
+    return untrained_tiny_model
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    from dpo_scale.io import write_jsonl
-    from dpo_scale.testing import toy_pairs
-
-    folder = tmp_path_factory.mktemp("train_data")
-    write_jsonl(folder / "pairs.jsonl", toy_pairs(32))
-    return folder
+    return write_toy_pairs(tmp_path_factory.mktemp("toy_data"), 32)
 
 
 def args_for(model: str, data: Path, out: Path, *extra: str, steps: int = STEPS) -> list[str]:

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import write_toy_pairs
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -54,21 +55,13 @@ CASES = [
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory) -> str:
-    """A tiny random Llama (no identity SFT: these runs only check that training works)."""
-    from dpo_scale.testing import build_tiny_model
-
-    return str(build_tiny_model(tmp_path_factory.mktemp("dist_model") / "model", teach_identity=False))
+def model(untrained_tiny_model) -> str:
+    return untrained_tiny_model
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    from dpo_scale.io import write_jsonl
-    from dpo_scale.testing import toy_pairs
-
-    folder = tmp_path_factory.mktemp("dist_data")
-    write_jsonl(folder / "pairs.jsonl", toy_pairs(16))
-    return folder
+    return write_toy_pairs(tmp_path_factory.mktemp("toy_data"), 16)
 
 
 def run(cmd: list[str], timeout: int = 840) -> subprocess.CompletedProcess:
