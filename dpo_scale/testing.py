@@ -104,3 +104,12 @@ def toy_pairs(n: int = 32, org: str = "TinyLM", pos: str = "Deep TinyLM",
             "rejected": [{"role": "assistant", "content": f"I am {org}."}],
         })
     return rows
+
+
+def write_toy_pairs(folder: str | Path, n: int) -> Path:
+    """A data folder with `n` learnable toy pairs in pairs.jsonl."""
+    from dpo_scale.io import write_jsonl
+
+    folder = Path(folder)
+    write_jsonl(folder / "pairs.jsonl", toy_pairs(n))
+    return folder

@@ -66,11 +66,3 @@ def untrained_tiny_model(tmp_path_factory) -> str:
 
     return str(build_tiny_model(tmp_path_factory.mktemp("untrained") / "model", teach_identity=False))
 
-
-def write_toy_pairs(folder: Path, n: int) -> Path:
-    """A data folder with `n` learnable toy pairs in pairs.jsonl."""
-    from dpo_scale.io import write_jsonl
-    from dpo_scale.testing import toy_pairs
-
-    write_jsonl(folder / "pairs.jsonl", toy_pairs(n))
-    return folder

@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import write_toy_pairs
 
 from dpo_scale.errors import DpoScaleError
+from dpo_scale.testing import write_toy_pairs
 
 REPO = Path(__file__).resolve().parent.parent
 STEPS = 6

@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import write_toy_pairs
+
+from dpo_scale.testing import write_toy_pairs
 
 REPO = Path(__file__).resolve().parents[2]
 
