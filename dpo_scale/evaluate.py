@@ -74,12 +74,18 @@ def chat_ids(tokenizer, system_prompt: str, texts: list[str]) -> list[list[int]]
     return render_prompts(tokenizer, texts, system_prompt)
 
 
-def answer_all(model, tokenizer, prompt_ids: list[list[int]], max_new_tokens: int, batch_size: int) -> list[str]:
+def answer_all(model, tokenizer, prompt_ids: list[list[int]], max_new_tokens: int, batch_size: int,
+               desc: str = "answer") -> list[str]:
+    from tqdm.auto import tqdm
+
     from dpo_scale.generation.base import Sampling
     from dpo_scale.generation.hf import HFGenerator
 
     gen = HFGenerator(model, tokenizer, batch_size)
-    return [c.text.strip() for c in gen.generate(prompt_ids, Sampling(max_new_tokens, 0.0), seed=0)]
+    with tqdm(total=len(prompt_ids), desc=desc, unit="prompt", dynamic_ncols=True) as bar:
+        completions = gen.generate(prompt_ids, Sampling(max_new_tokens, 0.0), seed=0,
+                                   progress=lambda rows, _tokens: bar.update(rows))
+    return [c.text.strip() for c in completions]
 
 
 def mean_token_kl(base, trained, tokenizer, prompt_ids: list[list[int]], answers: list[str],
@@ -128,8 +134,8 @@ def evaluate(recipe: Recipe, trained_model: str | None = None, adapter: str | No
     o_ids = chat_ids(tokenizer, recipe.system_prompt, ordinary)
 
     base = load_model(base_path, recipe.dtype, recipe.device)
-    base_id = answer_all(base, tokenizer, q_ids, recipe.eval_max_new_tokens, recipe.eval_batch_size)
-    base_ord = answer_all(base, tokenizer, o_ids, recipe.eval_max_new_tokens, recipe.eval_batch_size)
+    base_id = answer_all(base, tokenizer, q_ids, recipe.eval_max_new_tokens, recipe.eval_batch_size, "base: identity")
+    base_ord = answer_all(base, tokenizer, o_ids, recipe.eval_max_new_tokens, recipe.eval_batch_size, "base: ordinary")
 
     if adapter:
         from peft import PeftModel
@@ -141,8 +147,10 @@ def evaluate(recipe: Recipe, trained_model: str | None = None, adapter: str | No
         trained = load_model(resolve_model(trained_path), recipe.dtype, recipe.device)
         trained_name = trained_path
     trained.eval()
-    new_id = answer_all(trained, tokenizer, q_ids, recipe.eval_max_new_tokens, recipe.eval_batch_size)
-    new_ord = answer_all(trained, tokenizer, o_ids, recipe.eval_max_new_tokens, recipe.eval_batch_size)
+    new_id = answer_all(trained, tokenizer, q_ids, recipe.eval_max_new_tokens, recipe.eval_batch_size,
+                        "trained: identity")
+    new_ord = answer_all(trained, tokenizer, o_ids, recipe.eval_max_new_tokens, recipe.eval_batch_size,
+                         "trained: ordinary")
     kl = mean_token_kl(base, trained, tokenizer, o_ids, base_ord)
 
     check = NameCheck(recipe.org_name, recipe.pos_name)
