@@ -147,8 +147,16 @@ def generate_answers(recipe: Recipe, model_path: str, tokenizer, prompts=None) -
 
 def _build_generator(backend: str, recipe: Recipe, model_path: str, tokenizer, state):
     if backend == "vllm":
+        import os
+
+        import torch
+
         from dpo_scale.generation.vllm_backend import VLLMGenerator
 
+        if state.num_processes > 1 and recipe.tensor_parallel_size == 1 and torch.cuda.is_available():
+            # One engine per rank: without this every rank's engine (spawned processes that read the
+            # variable) would land on GPU 0. Not exercised here (no GPU); CPU ranks share the cores.
+            os.environ["CUDA_VISIBLE_DEVICES"] = str(state.local_process_index)
         return VLLMGenerator(
             model_path, recipe.gen_dtype or recipe.dtype, recipe.seed, recipe.tensor_parallel_size,
             recipe.enforce_eager,
