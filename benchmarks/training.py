@@ -61,7 +61,9 @@ def child(mode: str, data_dir: str, steps: int, out_dir: str) -> None:
     if mode == "seed":
         args = DPOConfig(output_dir=out_dir, max_steps=steps, per_device_train_batch_size=1,
                          gradient_accumulation_steps=8, beta=0.2, learning_rate=5e-5, report_to=[],
-                         save_strategy="no", logging_steps=1)
+                         save_strategy="no", logging_steps=1,
+                         # transformers refuses TRL's default bf16=True on a CUDA-less machine unless told
+                         use_cpu=not torch.cuda.is_available())
         model = load_model(path, "float32", None)
         ref = load_model(path, "float32", None)
         peft_config = None
