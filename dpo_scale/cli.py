@@ -68,7 +68,7 @@ def run_stage(stage: str, rest: list[str]) -> int:
         if args.launch:
             from dpo_scale.launch import launch_training
 
-            return launch_training(args.launch, rest, args.num_processes)
+            return launch_training(args.launch, rest, recipe, args.num_processes)
         from dpo_scale.train import train
 
         train(recipe)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 
+from dpo_scale.config import Recipe
 from dpo_scale.errors import DpoScaleError
 
 LAUNCH_DIR = Path(__file__).resolve().parent.parent / "launch"
@@ -74,17 +75,15 @@ def launch_command(profile: str, train_args: list[str], num_processes: int | Non
     return cmd, env
 
 
-def launch_training(profile: str, rest: list[str], num_processes: int | None = None) -> int:
+def launch_training(profile: str, rest: list[str], recipe: Recipe, num_processes: int | None = None) -> int:
     """`dpo-scale train --launch PROFILE ...`: check what can be checked here, then run under accelerate."""
-    from dpo_scale.config import load_recipe, parse_overrides
-    from dpo_scale.train import preflight, split_config
+    from dpo_scale.train import preflight
 
     args = _strip(rest, ("--launch", "--num_processes"))
     cmd, env = launch_command(profile, args, num_processes)  # an unknown or unusable profile fails first
-    config, overrides = split_config(args)
     # One clear error (exit 2) for bad data, a foreign output folder or a missing LoRA target, instead of one
     # traceback per process from torch's elastic launcher.
-    preflight(load_recipe(config, parse_overrides(overrides)))
+    preflight(recipe)
     print("+", " ".join(cmd), file=sys.stderr, flush=True)
     return subprocess.call(cmd, env=env)
 

@@ -75,21 +75,23 @@ def process_state():
     return PartialState(cpu=not torch.cuda.is_available())
 
 
-def _check_parts_folder(parts: Path, fingerprint: str, overwrite: bool, is_main: bool) -> None:
+def _guard_parts_folder(parts: Path, fingerprint: str, overwrite: bool, state) -> None:
+    """Refuse to mix answers of another configuration (unless overwrite). Every rank checks before the main
+    process rewrites the stamp: a refusal raised on rank 0 alone would leave the others waiting forever."""
     stamp = parts / "fingerprint.json"
-    if stamp.is_file():
-        old = read_json(stamp).get("fingerprint")
-        if old != fingerprint:
-            if not overwrite:
-                raise DpoScaleError(
-                    f"{parts}: holds answers generated with another configuration; use another "
-                    "output_dir or --overwrite true to discard them"
-                )
-            if is_main:
-                for f in parts.glob("chunk-*.jsonl"):
-                    f.unlink()
-    if is_main:
+    foreign = stamp.is_file() and read_json(stamp).get("fingerprint") != fingerprint
+    if foreign and not overwrite:
+        raise DpoScaleError(
+            f"{parts}: holds answers generated with another configuration; use another "
+            "output_dir or --overwrite true to discard them"
+        )
+    state.wait_for_everyone()
+    if state.is_main_process:
+        if foreign:
+            for f in parts.glob("chunk-*.jsonl"):
+                f.unlink()
         write_json(stamp, {"fingerprint": fingerprint})
+    state.wait_for_everyone()
 
 
 def generate_answers(recipe: Recipe, model_path: str, tokenizer, prompts=None) -> tuple[list[dict], dict]:
@@ -101,9 +103,7 @@ def generate_answers(recipe: Recipe, model_path: str, tokenizer, prompts=None) -
     chunks = [items[i : i + recipe.chunk_size] for i in range(0, len(items), recipe.chunk_size)]
     parts = recipe.data_path / "parts"
     parts.mkdir(parents=True, exist_ok=True)
-    if state.is_main_process:
-        _check_parts_folder(parts, recipe.fingerprint(GENERATION_KEYS), recipe.overwrite, True)
-    state.wait_for_everyone()
+    _guard_parts_folder(parts, recipe.fingerprint(GENERATION_KEYS), recipe.overwrite, state)
 
     def part_file(k: int) -> Path:
         return parts / f"chunk-{k:05d}.jsonl"
