@@ -7,4 +7,3 @@ VENV=${VENV:-.venv}
 scripts/setup_env.sh "$VENV"
 export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 "$VENV/bin/dpo-scale" run --config configs/smollm2_cpu.yaml "$@"
-echo "report: $(grep -m1 '^output_dir' configs/smollm2_cpu.yaml | awk '{print $2}')/report.md"

@@ -29,3 +29,7 @@ class Generator(Protocol):
     def generate(self, prompt_ids: list[list[int]], sampling: Sampling, seed: int) -> list[Completion]:
         """Complete each tokenized prompt; results in input order."""
         ...
+
+    def close(self) -> None:
+        """Release what the backend holds beyond Python objects (engine processes)."""
+        ...

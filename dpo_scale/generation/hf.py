@@ -21,6 +21,9 @@ class HFGenerator:
         self.eos_ids = set(eos if isinstance(eos, list) else [eos])
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(self.eos_ids))
 
+    def close(self) -> None:
+        """Nothing to stop: the model is freed with the generator."""
+
     def generate(
         self, prompt_ids: list[list[int]], sampling: Sampling, seed: int, progress=None
     ) -> list[Completion]:

@@ -137,6 +137,7 @@ def generate_answers(recipe: Recipe, model_path: str, tokenizer, prompts=None) -
             ))
             stats["generated_rows"] += len(chunk)
         bar.close()
+        generator.close()
         stats["seconds"] = time.perf_counter() - start
     state.wait_for_everyone()
     if not state.is_main_process:
