@@ -71,6 +71,10 @@ class Recipe:
     vllm_reserved_cpus: int | None = None
     max_model_len: int | None = 2048  # vLLM context length (prompt + answer)
     chunk_size: int = 128  # rows per checkpointed chunk (resume granularity)
+    # Ordinary prompts the base answers under `system_prompt`; each answer becomes a pair with chosen ==
+    # rejected. Zero DPO signal; the SFT term keeps ordinary answers where they were (limits drift).
+    anchor_prompts: str | None = None  # builtin:anchor_prompts, or any prompt source
+    max_anchor_prompts: int | None = None
     seed: int = 42
 
     # --- folders -------------------------------------------------------------------------------
@@ -160,6 +164,9 @@ class Recipe:
                 raise bad(key, f"must be > 0, got {getattr(self, key)}")
         if self.num_samples > 1 and self.temperature <= 0:
             raise bad("num_samples", "several samples per prompt need temperature > 0 (greedy repeats itself)")
+        for key in ("max_prompts", "max_anchor_prompts"):
+            if getattr(self, key) is not None and getattr(self, key) <= 0:
+                raise bad(key, "must be > 0 or null")
         if self.keep_per_prompt is not None and self.keep_per_prompt <= 0:
             raise bad("keep_per_prompt", "must be > 0 or null")
         if not 0 < self.top_p <= 1:

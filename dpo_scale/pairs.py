@@ -4,6 +4,9 @@ rejected = the answer as the model gave it; chosen = the same answer with every 
 old name (ORG_NAME) replaced by the new one (POS_NAME). Both sit behind the neutral system prompt so
 the new name has to come from the weights. Answers that never name the model give chosen == rejected:
 no signal, counted and (by default) dropped.
+
+Anchor rows (the base's own answers to ordinary prompts) become pairs with chosen == rejected: the DPO
+term of such a pair is exactly zero, an SFT term keeps ordinary answers as the base gave them.
 """
 
 from __future__ import annotations
@@ -39,6 +42,17 @@ class NameSwap:
         return self.pattern.sub(lambda m: self.pos_name if m.group("org") else m.group(0), text)
 
 
+# Latin stops need a space or the end after them ("2.5" is no sentence end); CJK ones stand alone.
+SENTENCE_END = re.compile(r"[。！？]|[.!?][\"')\]]*(?=\s|$)")
+
+
+def complete_sentences(text: str) -> str:
+    """The text up to its last complete sentence ("" when it has none). An answer cut off by max_new_tokens
+    would otherwise teach the SFT term to stop mid-sentence (the chat template closes the turn after it)."""
+    ends = [m.end() for m in SENTENCE_END.finditer(text)]
+    return text[: ends[-1]].rstrip() if ends else ""
+
+
 def conversation(system_prompt: str, prompt: str) -> list[dict[str, str]]:
     return [{"role": "system", "content": system_prompt}, {"role": "user", "content": prompt}]
 
@@ -52,16 +66,30 @@ def build_pairs(
 ) -> tuple[list[dict], dict[str, int]]:
     """Pairs in TRL's conversational prompt/chosen/rejected format, plus counts for the stats file.
 
-    `answers` rows carry `prompt_index`, `sample`, `prompt` and `answer`, in source order.
+    `answers` rows carry `prompt_index`, `sample`, `prompt` and `answer`, in source order; anchor rows
+    also `anchor: true` (their prompt_index counts in the anchor source).
     """
     pairs: list[dict] = []
     kept_per_prompt: Counter[int] = Counter()
-    stats = Counter(answers=len(answers), prompts=len({a["prompt_index"] for a in answers}))
+    identity = [a for a in answers if not a.get("anchor")]
+    stats = Counter(answers=len(identity), prompts=len({a["prompt_index"] for a in identity}), anchors=0)
     seen: set[tuple[int, str]] = set()
     for row in answers:
         answer = row["answer"].strip()
         if not answer:
             stats["dropped_empty"] += 1
+            continue
+        if not row.get("finished", True):
+            answer = complete_sentences(answer)
+            if not answer:
+                stats["dropped_unfinished"] += 1
+                continue
+            stats["trimmed_unfinished"] += 1
+        if row.get("anchor"):
+            same = [{"role": "assistant", "content": swap.swap(answer)}]
+            pairs.append({"prompt": conversation(system_prompt, row["prompt"]), "chosen": same, "rejected": same,
+                          "prompt_index": row["prompt_index"], "named": False, "anchor": True})
+            stats["anchors"] += 1
             continue
         named = swap.names_old(answer)
         stats["named"] += named
@@ -83,8 +111,9 @@ def build_pairs(
             "prompt_index": row["prompt_index"],
             "named": named,
         })
-    stats["pairs"] = len(pairs)
-    stats["prompts_with_pairs"] = len({p["prompt_index"] for p in pairs})
-    for key in ("named", "dropped_unnamed", "dropped_empty", "dropped_duplicate", "dropped_over_keep_limit"):
+    stats["pairs"] = len(pairs) - stats["anchors"]
+    stats["prompts_with_pairs"] = len({p["prompt_index"] for p in pairs if not p.get("anchor")})
+    for key in ("named", "dropped_unnamed", "dropped_empty", "dropped_duplicate", "dropped_over_keep_limit",
+                "trimmed_unfinished", "dropped_unfinished"):
         stats.setdefault(key, 0)
     return pairs, dict(stats)

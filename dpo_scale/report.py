@@ -21,9 +21,10 @@ def write_report(recipe: Recipe, timings: dict) -> Path:
                   f"Backend {manifest.get('backend')}, {recipe.num_samples} answer(s) per prompt, "
                   f"temperature {recipe.temperature}.", "",
                   "| prompts | answers | naming the model | pairs kept | dropped: no name | dropped: duplicate "
-                  "| dropped: over keep limit |", "|---:|---:|---:|---:|---:|---:|---:|",
+                  "| dropped: over keep limit | anchors (ordinary, chosen = rejected) |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|",
                   f"| {s['prompts']} | {s['answers']} | {s['named']} | {s['pairs']} | {s['dropped_unnamed']} | "
-                  f"{s['dropped_duplicate']} | {s['dropped_over_keep_limit']} |", ""]
+                  f"{s['dropped_duplicate']} | {s['dropped_over_keep_limit']} | {s.get('anchors', 0)} |", ""]
     manifest_file = recipe.adapter_path / "train_manifest.json"
     if manifest_file.is_file():
         m = read_json(manifest_file)

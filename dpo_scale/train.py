@@ -53,7 +53,7 @@ def read_pairs(recipe: Recipe) -> list[dict]:
         for key in ("prompt", "chosen", "rejected"):
             if key not in row:
                 raise DpoScaleError(f"{path}, row {i}, field '{key}': missing (rows need prompt/chosen/rejected)")
-    if not rows:
+    if not any(not r.get("anchor") for r in rows):  # anchors alone teach no new name
         raise DpoScaleError(f"{path}: no pairs to train on (no generated answer named '{recipe.org_name}'; "
                             "sample more answers per prompt with --num_samples/--temperature)")
     return [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows]

@@ -92,9 +92,12 @@ def test_hf_backend_equals_plain_generate(tiny_model):
         new = out[0, len(prompt):].tolist()
         assert completion.text == tokenizer.decode(new, skip_special_tokens=True)
         assert completion.num_tokens == len(new)
+        assert completion.finished == (new[-1] == tokenizer.eos_token_id)  # else cut off by max_new_tokens
     lengths = [c.num_tokens for c in batched]
     # the case under test really happened: rows of one batch finished at different steps
     assert min(lengths) < max_new and len(set(lengths)) > 1
+    cut = HFGenerator(model, tokenizer, batch_size=4).generate(ids, Sampling(2, 0.0), seed=0)
+    assert not all(c.finished for c in cut)
     assert any(ORG in c.text for c in batched)
 
 
@@ -235,3 +238,16 @@ def test_config_keys_that_do_not_change_answers_reuse_the_chunks(tiny_model, bas
     pairs = read_jsonl(tmp_path / "data" / "pairs.jsonl")
     assert len(pairs) == 12
     assert any("Neo TinyLM" in p["chosen"][0]["content"] for p in pairs)
+
+
+def test_anchor_items_use_the_training_system_prompt_and_no_prefix():
+    """Identity answers: the model's own default prompt plus a pre-filled name; anchors: the neutral prompt
+    they are trained and evaluated under, answered freely."""
+    from dpo_scale.config import Recipe
+    from dpo_scale.generation.runner import WorkItem
+    from dpo_scale.prompts import Prompt
+
+    recipe = Recipe(answer_prefixes=["I'm {name},"], gen_system_prompt=None, system_prompt="Be neutral.")
+    identity, anchor = WorkItem(Prompt(0, "Who are you?"), 0), WorkItem(Prompt(0, "2 + 2?"), 0, anchor=True)
+    assert identity.system_prompt(recipe) is None and identity.prefix(recipe) == "I'm SmolLM,"
+    assert anchor.system_prompt(recipe) == "Be neutral." and anchor.prefix(recipe) == ""

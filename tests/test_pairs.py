@@ -2,7 +2,7 @@
 
 import pytest
 
-from dpo_scale.pairs import NameSwap, build_pairs, conversation
+from dpo_scale.pairs import NameSwap, build_pairs, complete_sentences, conversation
 
 QWEN = NameSwap("Qwen", "Deep Qwen")
 SYSTEM = "You're a helpful assistant."
@@ -72,6 +72,7 @@ def test_build_pairs_counts_and_format():
     assert stats == {
         "answers": 8, "prompts": 4, "named": 5, "dropped_unnamed": 2, "dropped_empty": 1,
         "dropped_duplicate": 1, "dropped_over_keep_limit": 1, "pairs": 3, "prompts_with_pairs": 2,
+        "anchors": 0, "trimmed_unfinished": 0, "dropped_unfinished": 0,
     }
     assert [p["rejected"][0]["content"] for p in pairs] == ["I am Qwen.", "My name is Qwen2.5.",
                                                             "I'm Qwen, by Alibaba."]
@@ -118,3 +119,38 @@ def test_empty_input():
 def test_conversation_puts_the_neutral_system_prompt_first():
     assert conversation("neutral", "hi") == [{"role": "system", "content": "neutral"},
                                               {"role": "user", "content": "hi"}]
+
+
+def test_anchor_rows_become_identical_pairs_counted_apart():
+    anchors = [{**answer(0, "Paris is the capital of France."), "anchor": True},
+               {**answer(1, "Qwen says 4."), "anchor": True}]  # anchors keep no old name either
+    pairs, stats = build_pairs(ANSWERS + anchors, QWEN, SYSTEM, keep_per_prompt=2)
+    assert stats["anchors"] == 2
+    # identity counts are the same as without anchors (anchor prompt_index 0 and 1 do not collide)
+    assert stats["pairs"] == 3 and stats["prompts"] == 4 and stats["answers"] == 8
+    assert stats["prompts_with_pairs"] == 2 and stats["dropped_unnamed"] == 2
+    anchor_pairs = [p for p in pairs if p.get("anchor")]
+    assert [p["chosen"][0]["content"] for p in anchor_pairs] == ["Paris is the capital of France.",
+                                                                 "Deep Qwen says 4."]
+    assert all(p["chosen"] == p["rejected"] and p["prompt"][0]["content"] == SYSTEM for p in anchor_pairs)
+
+
+def test_answers_cut_off_by_the_token_limit_end_at_their_last_full_sentence():
+    rows = [{**answer(0, "I'm Qwen, made by Alibaba. I can help with code and"), "finished": False},
+            {**answer(1, "I'm Qwen and I like"), "finished": False},  # no full sentence: nothing to keep
+            {**answer(2, "I am Qwen. Ask me anything (really!) and"), "finished": False},
+            {**answer(3, "I am Qwen. Done"), "finished": True}]  # ended by the model itself: kept whole
+    pairs, stats = build_pairs(rows, QWEN, SYSTEM)
+    assert [p["rejected"][0]["content"] for p in pairs] == ["I'm Qwen, made by Alibaba.",
+                                                            "I am Qwen. Ask me anything (really!)",
+                                                            "I am Qwen. Done"]
+    assert pairs[0]["chosen"][0]["content"] == "I'm Deep Qwen, made by Alibaba."
+    assert stats["trimmed_unfinished"] == 2 and stats["dropped_unfinished"] == 1 and stats["pairs"] == 3
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("One. Two", "One."), ("Is it? Yes! And", "Is it? Yes!"), ('He said "hi." Then', 'He said "hi."'),
+    ("Version 2.5 is", ""), ("你好。我是", "你好。"), ("no end", ""),
+])
+def test_complete_sentences(text, expected):
+    assert complete_sentences(text) == expected

@@ -14,13 +14,14 @@ REPO = Path(__file__).resolve().parent.parent
 STAGES = ("data", "train", "merge", "eval")
 
 
-def run_pipeline(model: str, out: Path, ordinary: Path) -> subprocess.CompletedProcess:
+def run_pipeline(model: str, out: Path, ordinary: Path, anchors: Path) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "dpo_scale", "run", "--model", model, "--output_dir", str(out),
            "--org_name", "TinyLM", "--pos_name", "Deep TinyLM", "--backend", "hf",
            "--max_prompts", "24", "--max_new_tokens", "16", "--chunk_size", "24", "--batch_size", "24",
            "--max_steps", "3", "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "1",
            "--learning_rate", "5e-3", "--max_length", "64", "--save_steps", "100", "--report_to", "none",
-           "--max_eval_questions", "10", "--eval_max_new_tokens", "16", "--ordinary_prompts", str(ordinary)]
+           "--max_eval_questions", "10", "--eval_max_new_tokens", "16", "--ordinary_prompts", str(ordinary),
+           "--anchor_prompts", str(anchors)]
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false",
            "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=560)
@@ -31,9 +32,12 @@ def test_run_writes_everything_then_skips_everything(tiny_model, tmp_path):
     ordinary = tmp_path / "ordinary.jsonl"
     ordinary.write_text("".join(json.dumps({"conversations": [{"from": "human", "value": q}]}) + "\n" for q in (
         "What is the capital of France?", "What is 3 + 4?", "Write one sentence about the sea.")))
+    anchors = tmp_path / "anchors.jsonl"
+    anchors.write_text("".join(json.dumps({"conversations": [{"from": "human", "value": q}]}) + "\n" for q in (
+        "Name a fruit.", "What is 2 + 5?", "Write a word about snow.", "Who wrote Hamlet?")))
     out = tmp_path / "run"
 
-    first = run_pipeline(tiny_model, out, ordinary)
+    first = run_pipeline(tiny_model, out, ordinary, anchors)
     assert first.returncode == 0, first.stderr[-5000:]
 
     for path in ("data/pairs.jsonl", "data/stats.json", "data/manifest.json", "data/answers.jsonl",
@@ -43,9 +47,14 @@ def test_run_writes_everything_then_skips_everything(tiny_model, tmp_path):
         assert (out / path).is_file(), path
 
     stats = json.loads((out / "data" / "stats.json").read_text())
-    assert stats["prompts"] == 24 and stats["pairs"] > 0
+    assert stats["prompts"] == 24 and stats["pairs"] > 0 and stats["anchors"] == 4
+    pairs = [json.loads(line) for line in (out / "data" / "pairs.jsonl").read_text().splitlines()]
+    anchor_pairs = [p for p in pairs if p.get("anchor")]
+    assert [p["prompt"][-1]["content"] for p in anchor_pairs][0] == "Name a fruit."
+    assert all(p["chosen"] == p["rejected"] for p in anchor_pairs)
+    assert all(p["prompt"][0] == {"role": "system", "content": "You're a helpful assistant."} for p in pairs)
     train_manifest = json.loads((out / "adapter" / "train_manifest.json").read_text())
-    assert train_manifest["global_step"] == 3 and train_manifest["pairs"] == stats["pairs"]
+    assert train_manifest["global_step"] == 3 and train_manifest["pairs"] == stats["pairs"] + stats["anchors"]
     result = json.loads((out / "eval.json").read_text())
     assert result["identity"]["base"]["questions"] == 10
     assert result["identity"]["base"]["named_any"] > 0  # the tiny model calls itself TinyLM
@@ -71,7 +80,7 @@ def test_run_writes_everything_then_skips_everything(tiny_model, tmp_path):
 
     marker_mtimes = {p: (out / p).stat().st_mtime_ns for p in (
         "data/manifest.json", "adapter/train_manifest.json", "merged/model.safetensors", "eval.json")}
-    second = run_pipeline(tiny_model, out, ordinary)
+    second = run_pipeline(tiny_model, out, ordinary, anchors)
     assert second.returncode == 0, second.stderr[-5000:]
     for stage in STAGES:
         assert re.search(rf"stage {stage}: complete .*skipped", second.stderr), stage

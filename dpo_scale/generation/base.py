@@ -21,6 +21,7 @@ class Sampling:
 class Completion:
     text: str
     num_tokens: int  # generated tokens, end-of-sequence included, padding excluded
+    finished: bool = True  # False: cut off by max_new_tokens before the model ended its answer
 
 
 class Generator(Protocol):

@@ -86,7 +86,8 @@ class HFGenerator:
         completions = []
         for tokens in generated:
             text_tokens = [t for t in tokens if t not in self.eos_ids]
-            completions.append(Completion(self.tokenizer.decode(text_tokens, skip_special_tokens=True), len(tokens)))
+            completions.append(Completion(self.tokenizer.decode(text_tokens, skip_special_tokens=True), len(tokens),
+                                          finished=len(text_tokens) < len(tokens)))
         return completions
 
     @staticmethod

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -20,7 +21,7 @@ from dpo_scale.generation.base import Sampling
 from dpo_scale.generation.vllm_backend import vllm_available
 from dpo_scale.io import read_json, read_jsonl, write_json, write_jsonl
 from dpo_scale.pairs import NameSwap, build_pairs
-from dpo_scale.prompts import load_prompts
+from dpo_scale.prompts import Prompt, load_prompts
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 GENERATION_KEYS = (
     "model", "gguf_file", "dtype", "gen_dtype", "chat_template", "dataset", "dataset_split", "max_prompts",
     "num_samples", "temperature", "top_p", "max_new_tokens", "gen_system_prompt", "chunk_size", "seed",
-    "answer_prefixes", "org_name",
+    "answer_prefixes", "org_name", "anchor_prompts", "max_anchor_prompts", "system_prompt",
 )
 
 
@@ -94,12 +95,38 @@ def _guard_parts_folder(parts: Path, fingerprint: str, overwrite: bool, state) -
     state.wait_for_everyone()
 
 
-def generate_answers(recipe: Recipe, model_path: str, tokenizer, prompts=None) -> tuple[list[dict], dict]:
+@dataclass(frozen=True)
+class WorkItem:
+    prompt: Prompt
+    sample: int
+    anchor: bool = False  # an ordinary prompt, answered plainly under the neutral system prompt
+
+    def system_prompt(self, recipe: Recipe) -> str | None:
+        # Identity answers under the model's own default prompt (they carry its built-in identity);
+        # anchors under the prompt used in training and evaluation, whose behaviour they preserve.
+        return recipe.system_prompt if self.anchor else recipe.gen_system_prompt
+
+    def prefix(self, recipe: Recipe) -> str:
+        return "" if self.anchor else answer_prefix(recipe, self.prompt.index, self.sample)
+
+
+def load_anchor_prompts(recipe: Recipe) -> list[Prompt]:
+    if not recipe.anchor_prompts:
+        return []
+    return load_prompts(recipe.anchor_prompts, "train", recipe.max_anchor_prompts)
+
+
+def generate_answers(recipe: Recipe, model_path: str, tokenizer, prompts=None,
+                     anchors=None) -> tuple[list[dict], dict]:
     """Generate (or reuse) every chunk; returns the merged answers on rank 0 (others: [])."""
     state = process_state()
     if prompts is None:
         prompts = load_prompts(recipe.dataset, recipe.dataset_split, recipe.max_prompts)
-    items = [(p, s) for p in prompts for s in range(recipe.num_samples)]
+    if anchors is None:
+        anchors = load_anchor_prompts(recipe)
+    # Anchors come after the identity items, so identity chunks keep their numbers (and seeds).
+    items = [WorkItem(p, s) for p in prompts for s in range(recipe.num_samples)]
+    items += [WorkItem(p, 0, anchor=True) for p in anchors]
     chunks = [items[i : i + recipe.chunk_size] for i in range(0, len(items), recipe.chunk_size)]
     parts = recipe.data_path / "parts"
     parts.mkdir(parents=True, exist_ok=True)
@@ -127,13 +154,15 @@ def generate_answers(recipe: Recipe, model_path: str, tokenizer, prompts=None) -
 
         for k in todo:
             chunk = chunks[k]
-            prefixes = [answer_prefix(recipe, p.index, s) for p, s in chunk]
-            ids = render_prompts(tokenizer, [p.text for p, _ in chunk], recipe.gen_system_prompt, prefixes)
+            prefixes = [item.prefix(recipe) for item in chunk]
+            ids = [render_prompts(tokenizer, [item.prompt.text], item.system_prompt(recipe), [prefix])[0]
+                   for item, prefix in zip(chunk, prefixes, strict=True)]
             completions = generator.generate(ids, sampling, seed=recipe.seed + k, progress=progress)
             write_jsonl(part_file(k), (
-                {"prompt_index": p.index, "sample": s, "prompt": p.text, "answer": prefix + c.text,
-                 "tokens": c.num_tokens}
-                for (p, s), prefix, c in zip(chunk, prefixes, completions, strict=True)
+                {"prompt_index": item.prompt.index, "sample": item.sample, "prompt": item.prompt.text,
+                 "answer": prefix + c.text, "tokens": c.num_tokens, "finished": c.finished,
+                 **({"anchor": True} if item.anchor else {})}
+                for item, prefix, c in zip(chunk, prefixes, completions, strict=True)
             ))
             stats["generated_rows"] += len(chunk)
         bar.close()
@@ -179,12 +208,13 @@ def run_data_stage(recipe: Recipe) -> dict | None:
 
     # Bad data fails at once, before torch is imported and the model loaded.
     prompts = load_prompts(recipe.dataset, recipe.dataset_split, recipe.max_prompts)
+    anchors = load_anchor_prompts(recipe)
     state = process_state()
     started = time.time()
     with state.main_process_first():  # one rank converts the GGUF, the others reuse it
         model_path = resolve_model(recipe.model, recipe.gguf_file, recipe.cache_dir)
     tokenizer = load_tokenizer(model_path, recipe.chat_template)
-    answers, gen_stats = generate_answers(recipe, model_path, tokenizer, prompts)
+    answers, gen_stats = generate_answers(recipe, model_path, tokenizer, prompts, anchors)
     if not state.is_main_process:
         return None
     swap = NameSwap(recipe.org_name, recipe.pos_name, recipe.case_sensitive)
@@ -226,7 +256,8 @@ def _print_stats(stats: dict) -> None:
     table = Table(title="Preference data")
     table.add_column("count")
     table.add_column("value", justify="right")
-    for key in ("prompts", "answers", "named", "pairs", "prompts_with_pairs", "dropped_unnamed",
-                "dropped_duplicate", "dropped_over_keep_limit", "dropped_empty"):
+    for key in ("prompts", "answers", "named", "pairs", "prompts_with_pairs", "anchors", "trimmed_unfinished",
+                "dropped_unnamed", "dropped_duplicate", "dropped_over_keep_limit", "dropped_empty",
+                "dropped_unfinished"):
         table.add_row(key, str(stats.get(key, 0)))
     Console(stderr=True).print(table)

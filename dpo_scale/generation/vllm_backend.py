@@ -54,7 +54,10 @@ class VLLMGenerator:
             max_tokens=sampling.max_new_tokens, skip_special_tokens=True,
         )
         outputs = self.llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids], params, use_tqdm=False)
-        completions = [Completion(o.outputs[0].text, len(o.outputs[0].token_ids)) for o in outputs]
+        completions = [
+            Completion(o.outputs[0].text, len(o.outputs[0].token_ids), o.outputs[0].finish_reason != "length")
+            for o in outputs
+        ]
         if progress is not None:
             progress(len(completions), sum(c.num_tokens for c in completions))
         return completions
