@@ -54,6 +54,9 @@ class Recipe:
     num_samples: int = 1  # answers sampled per prompt
     keep_per_prompt: int | None = None  # pairs kept per prompt among answers that name the model
     keep_unnamed: bool = False  # keep pairs whose answer never names the model (no signal)
+    # Cut identity answers after this many sentences: the SFT term then trains the name, not the model's
+    # whole answering style (less drift on ordinary prompts); anchors stay whole.
+    max_answer_sentences: int | None = None
     temperature: float = 0.0  # 0 = greedy
     top_p: float = 1.0
     max_new_tokens: int = 128
@@ -164,7 +167,7 @@ class Recipe:
                 raise bad(key, f"must be > 0, got {getattr(self, key)}")
         if self.num_samples > 1 and self.temperature <= 0:
             raise bad("num_samples", "several samples per prompt need temperature > 0 (greedy repeats itself)")
-        for key in ("max_prompts", "max_anchor_prompts"):
+        for key in ("max_prompts", "max_anchor_prompts", "max_answer_sentences"):
             if getattr(self, key) is not None and getattr(self, key) <= 0:
                 raise bad(key, "must be > 0 or null")
         if self.keep_per_prompt is not None and self.keep_per_prompt <= 0:

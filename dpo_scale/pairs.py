@@ -53,6 +53,12 @@ def complete_sentences(text: str) -> str:
     return text[: ends[-1]].rstrip() if ends else ""
 
 
+def first_sentences(text: str, n: int) -> str:
+    """The first n sentences of the text (all of it when it has no more)."""
+    ends = [m.end() for m in SENTENCE_END.finditer(text)]
+    return text[: ends[n - 1]].rstrip() if len(ends) > n else text
+
+
 def conversation(system_prompt: str, prompt: str) -> list[dict[str, str]]:
     return [{"role": "system", "content": system_prompt}, {"role": "user", "content": prompt}]
 
@@ -63,6 +69,7 @@ def build_pairs(
     system_prompt: str,
     keep_per_prompt: int | None = None,
     keep_unnamed: bool = False,
+    max_sentences: int | None = None,
 ) -> tuple[list[dict], dict[str, int]]:
     """Pairs in TRL's conversational prompt/chosen/rejected format, plus counts for the stats file.
 
@@ -91,6 +98,9 @@ def build_pairs(
                           "prompt_index": row["prompt_index"], "named": False, "anchor": True})
             stats["anchors"] += 1
             continue
+        if max_sentences is not None and (short := first_sentences(answer, max_sentences)) != answer:
+            answer = short
+            stats["shortened"] += 1
         named = swap.names_old(answer)
         stats["named"] += named
         if not named and not keep_unnamed:
@@ -114,6 +124,6 @@ def build_pairs(
     stats["pairs"] = len(pairs) - stats["anchors"]
     stats["prompts_with_pairs"] = len({p["prompt_index"] for p in pairs if not p.get("anchor")})
     for key in ("named", "dropped_unnamed", "dropped_empty", "dropped_duplicate", "dropped_over_keep_limit",
-                "trimmed_unfinished", "dropped_unfinished"):
+                "trimmed_unfinished", "dropped_unfinished", "shortened"):
         stats.setdefault(key, 0)
     return pairs, dict(stats)

@@ -72,7 +72,7 @@ def test_build_pairs_counts_and_format():
     assert stats == {
         "answers": 8, "prompts": 4, "named": 5, "dropped_unnamed": 2, "dropped_empty": 1,
         "dropped_duplicate": 1, "dropped_over_keep_limit": 1, "pairs": 3, "prompts_with_pairs": 2,
-        "anchors": 0, "trimmed_unfinished": 0, "dropped_unfinished": 0,
+        "anchors": 0, "trimmed_unfinished": 0, "dropped_unfinished": 0, "shortened": 0,
     }
     assert [p["rejected"][0]["content"] for p in pairs] == ["I am Qwen.", "My name is Qwen2.5.",
                                                             "I'm Qwen, by Alibaba."]
@@ -154,3 +154,13 @@ def test_answers_cut_off_by_the_token_limit_end_at_their_last_full_sentence():
 ])
 def test_complete_sentences(text, expected):
     assert complete_sentences(text) == expected
+
+
+def test_max_sentences_shortens_identity_answers_but_not_anchors():
+    long = "I am Qwen. I help with code. I speak many languages."
+    ordinary = "Paris is the capital. It is large. It is old."
+    rows = [answer(0, long), answer(1, "I am Qwen."), {**answer(0, ordinary), "anchor": True}]
+    pairs, stats = build_pairs(rows, QWEN, SYSTEM, max_sentences=2)
+    assert [p["rejected"][0]["content"] for p in pairs] == ["I am Qwen. I help with code.", "I am Qwen.", ordinary]
+    assert pairs[0]["chosen"][0]["content"] == "I am Deep Qwen. I help with code."
+    assert stats["shortened"] == 1

@@ -218,7 +218,8 @@ def run_data_stage(recipe: Recipe) -> dict | None:
     if not state.is_main_process:
         return None
     swap = NameSwap(recipe.org_name, recipe.pos_name, recipe.case_sensitive)
-    pairs, counts = build_pairs(answers, swap, recipe.system_prompt, recipe.keep_per_prompt, recipe.keep_unnamed)
+    pairs, counts = build_pairs(answers, swap, recipe.system_prompt, recipe.keep_per_prompt, recipe.keep_unnamed,
+                                recipe.max_answer_sentences)
     out = recipe.data_path
     write_jsonl(out / "answers.jsonl", answers)
     write_jsonl(out / "pairs.jsonl", pairs)
@@ -239,7 +240,8 @@ def run_data_stage(recipe: Recipe) -> dict | None:
         "generated_tokens_this_run": gen_stats["generated_tokens"],
         "generation_seconds_this_run": round(gen_stats["seconds"], 2),
         "fingerprint": recipe.fingerprint(GENERATION_KEYS + ("org_name", "pos_name", "case_sensitive",
-                                                             "system_prompt", "keep_per_prompt", "keep_unnamed")),
+                                                             "system_prompt", "keep_per_prompt", "keep_unnamed",
+                                                             "max_answer_sentences")),
         "seconds": round(time.time() - started, 2),
     }
     write_json(out / "manifest.json", manifest)  # written last: marks the stage complete
@@ -257,7 +259,7 @@ def _print_stats(stats: dict) -> None:
     table.add_column("count")
     table.add_column("value", justify="right")
     for key in ("prompts", "answers", "named", "pairs", "prompts_with_pairs", "anchors", "trimmed_unfinished",
-                "dropped_unnamed", "dropped_duplicate", "dropped_over_keep_limit", "dropped_empty",
+                "shortened", "dropped_unnamed", "dropped_duplicate", "dropped_over_keep_limit", "dropped_empty",
                 "dropped_unfinished"):
         table.add_row(key, str(stats.get(key, 0)))
     Console(stderr=True).print(table)
