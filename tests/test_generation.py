@@ -251,3 +251,34 @@ def test_anchor_items_use_the_training_system_prompt_and_no_prefix():
     identity, anchor = WorkItem(Prompt(0, "Who are you?"), 0), WorkItem(Prompt(0, "2 + 2?"), 0, anchor=True)
     assert identity.system_prompt(recipe) is None and identity.prefix(recipe) == "I'm SmolLM,"
     assert anchor.system_prompt(recipe) == "Be neutral." and anchor.prefix(recipe) == ""
+
+
+def test_fast_decode_parts_match_transformers_own(tiny_model):
+    """The in-place KV cache and the grouped-head attention give the numbers of DynamicCache + sdpa."""
+    import torch
+    from transformers import AutoModelForCausalLM, DynamicCache
+
+    from dpo_scale.generation.fast_decode import GQA_ATTENTION, gqa_attention, preallocated_cache
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32, attn_implementation="sdpa").eval()
+    assert model.config.num_key_value_heads < model.config.num_attention_heads  # grouped heads really occur
+    ids = torch.tensor([[5, 6, 7, 8, 9], [0, 0, 7, 3, 2]])
+    mask = torch.tensor([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]])
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+
+    def decode(cache, steps=4):
+        logits, m, p, x = [], mask, pos, ids
+        with torch.inference_mode():
+            for _ in range(steps):
+                out = model(input_ids=x, attention_mask=m, position_ids=p, past_key_values=cache, use_cache=True)
+                logits.append(out.logits[:, -1])
+                x = out.logits[:, -1].argmax(-1, keepdim=True)
+                m, p = torch.cat([m, m.new_ones((2, 1))], 1), p[:, -1:] + 1
+        return torch.stack(logits)
+
+    reference = decode(DynamicCache())
+    with gqa_attention(model):
+        assert model.config._attn_implementation == GQA_ATTENTION
+        fast = decode(preallocated_cache(model.config.num_hidden_layers, extra_tokens=2))  # 3 more: must grow
+    assert model.config._attn_implementation == "sdpa"  # restored
+    torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-5)

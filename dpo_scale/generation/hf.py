@@ -1,5 +1,6 @@
 """Batched transformers generation: left padding, length-sorted buckets, KV cache, and finished rows
-dropped from the batch so that long answers do not keep short ones' slots busy."""
+dropped from the batch so that long answers do not keep short ones' slots busy. On CPU the KV cache is
+written in place and grouped KV heads are not copied (`fast_decode`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from dpo_scale.generation.base import Completion, Sampling
+from dpo_scale.generation.fast_decode import gqa_attention, preallocated_cache
 
 
 class HFGenerator:
@@ -34,7 +36,8 @@ class HFGenerator:
         generator = torch.Generator().manual_seed(seed)
         for start in range(0, len(order), self.batch_size):
             batch = order[start : start + self.batch_size]
-            outs = self._generate_batch([prompt_ids[i] for i in batch], sampling, generator)
+            with gqa_attention(self.model):
+                outs = self._generate_batch([prompt_ids[i] for i in batch], sampling, generator)
             for i, out in zip(batch, outs, strict=True):
                 results[i] = out
             if progress is not None:
@@ -55,9 +58,7 @@ class HFGenerator:
         input_ids, mask = input_ids.to(device), mask.to(device)
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
 
-        from transformers import DynamicCache
-
-        cache = DynamicCache()
+        cache = self._new_cache(sampling.max_new_tokens)
         generated: list[list[int]] = [[] for _ in prompts]
         alive = torch.arange(len(prompts), device=device)  # rows still generating
         eos = torch.tensor(sorted(self.eos_ids), device=device)
@@ -89,6 +90,15 @@ class HFGenerator:
             completions.append(Completion(self.tokenizer.decode(text_tokens, skip_special_tokens=True), len(tokens),
                                           finished=len(text_tokens) < len(tokens)))
         return completions
+
+    def _new_cache(self, max_new_tokens: int):
+        from transformers import DynamicCache
+
+        config = self.model.config
+        layer_types = getattr(config, "layer_types", None) or ["full_attention"]
+        if getattr(config, "sliding_window", None) is None and set(layer_types) == {"full_attention"}:
+            return preallocated_cache(config.num_hidden_layers, max_new_tokens)
+        return DynamicCache(config=config)  # sliding windows and hybrids: transformers' own layers
 
     @staticmethod
     def _pick(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator) -> torch.Tensor:

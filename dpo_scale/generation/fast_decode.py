@@ -1,0 +1,100 @@
+"""Two memory-traffic savers for batched decoding on CPU, where memory bandwidth, not arithmetic, bounds
+each step (measured on the 2-core box with SmolLM2, 64 rows, 150 cached tokens, per layer and step:
+repeating the KV heads 12.7 ms, attention 7 ms, growing the cache by concatenation 4 ms).
+
+* `sdpa_gqa_attention`: transformers' `sdpa` integration repeats every key/value head for the query heads
+  that share it whenever an attention mask is passed (`use_gqa_in_sdpa` requires `attention_mask is None`,
+  a restriction of the CUDA kernels that transformers 5.19 applies on CPU too). torch's CPU kernel takes
+  the mask and grouped heads together (`enable_gqa=True`), so the copy is skipped. Same numbers.
+* `PreallocatedLayer`: a KV cache layer that reserves room for the whole answer once and writes each new
+  token in place, instead of `DynamicLayer`'s `torch.cat` that copies the whole cache every step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from transformers.cache_utils import Cache, DynamicLayer
+
+GQA_ATTENTION = "dpo_scale_sdpa_gqa"
+
+
+def sdpa_gqa_attention(
+    module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+    attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
+    is_causal: bool | None = None, **kwargs,
+) -> tuple[torch.Tensor, None]:
+    causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+    out = torch.nn.functional.scaled_dot_product_attention(
+        query, key, value, attn_mask=attention_mask, dropout_p=dropout, scale=scaling,
+        is_causal=query.shape[2] > 1 and attention_mask is None and causal,
+        enable_gqa=key.shape[1] != query.shape[1],
+    )
+    return out.transpose(1, 2).contiguous(), None
+
+
+def _register() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(GQA_ATTENTION, sdpa_gqa_attention)
+    AttentionMaskInterface.register(GQA_ATTENTION, sdpa_mask)  # same mask format as `sdpa`
+
+
+_register()
+
+
+@contextlib.contextmanager
+def gqa_attention(model: torch.nn.Module):
+    """Use `sdpa_gqa_attention` inside the block when the model runs sdpa on CPU (elsewhere: unchanged, as
+    CUDA's fused kernels take no masked grouped heads)."""
+    config = model.config
+    previous = config._attn_implementation
+    if previous != "sdpa" or model.device.type != "cpu":
+        yield
+        return
+    config._attn_implementation = GQA_ATTENTION
+    try:
+        yield
+    finally:
+        config._attn_implementation = previous
+
+
+class PreallocatedLayer(DynamicLayer):
+    """`DynamicLayer` whose keys/values are views into buffers sized for prompt + `extra` tokens."""
+
+    def __init__(self, extra: int):
+        super().__init__()
+        self.extra = extra
+        self.length = 0
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+            batch, heads, seq, dim = key_states.shape
+            shape = (batch, heads, seq + self.extra, dim)
+            self._k = key_states.new_empty(shape)
+            self._v = value_states.new_empty(shape)
+        new = key_states.shape[-2]
+        if self.length + new > self._k.shape[-2]:  # more than reserved: grow (not expected)
+            pad = (0, 0, 0, max(new, self.extra))
+            self._k = torch.nn.functional.pad(self._k, pad)
+            self._v = torch.nn.functional.pad(self._v, pad)
+        self._k[:, :, self.length : self.length + new] = key_states
+        self._v[:, :, self.length : self.length + new] = value_states
+        self.length += new
+        self.keys, self.values = self._k[:, :, : self.length], self._v[:, :, : self.length]
+        return self.keys, self.values
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        if self.is_initialized:
+            self._k, self._v = self._k[indices], self._v[indices]
+            self.keys, self.values = self._k[:, :, : self.length], self._v[:, :, : self.length]
+
+    def crop(self, tokens_to_remove: int) -> None:
+        raise NotImplementedError("PreallocatedLayer is for left-to-right decoding only")
+
+
+def preallocated_cache(num_layers: int, extra_tokens: int) -> Cache:
+    return Cache(layers=[PreallocatedLayer(extra_tokens) for _ in range(num_layers)])
