@@ -63,13 +63,13 @@ def baseline(tiny_model, tmp_path_factory) -> Path:
 # --- the HF backend itself --------------------------------------------------------------------------------------
 
 
-def test_hf_backend_equals_plain_generate(tiny_model):
+def test_hf_backend_equals_plain_generate(tiny_model, monkeypatch):
     """Batched left padding, length-sorted buckets and dropping finished rows must not change any text."""
     import torch
     from transformers import AutoModelForCausalLM
 
     from dpo_scale.generation.base import Sampling
-    from dpo_scale.generation.hf import HFGenerator
+    from dpo_scale.generation.hf import MIN_SHARED_PREFIX, HFGenerator, shared_prefix_length
     from dpo_scale.generation.runner import render_prompts
     from dpo_scale.models import load_tokenizer
     from dpo_scale.prompts import load_prompts
@@ -84,6 +84,13 @@ def test_hf_backend_equals_plain_generate(tiny_model):
     max_new = 24
 
     batched = HFGenerator(model, tokenizer, batch_size=4).generate(ids, Sampling(max_new, 0.0), seed=0)
+    # every batch took the shared-prefix path; the plain path (prefix not shared) must give the same texts
+    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+    assert all(shared_prefix_length([ids[i] for i in order[b : b + 4]]) >= MIN_SHARED_PREFIX
+               for b in range(0, len(ids), 4))
+    monkeypatch.setattr("dpo_scale.generation.hf.MIN_SHARED_PREFIX", 10**6)
+    unshared = HFGenerator(model, tokenizer, batch_size=4).generate(ids, Sampling(max_new, 0.0), seed=0)
+    assert [c.text for c in unshared] == [c.text for c in batched]
 
     for prompt, completion in zip(ids, batched, strict=True):
         with torch.inference_mode():
@@ -282,3 +289,12 @@ def test_fast_decode_parts_match_transformers_own(tiny_model):
         fast = decode(preallocated_cache(model.config.num_hidden_layers, extra_tokens=2))  # 3 more: must grow
     assert model.config._attn_implementation == "sdpa"  # restored
     torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_shared_prefix_length():
+    from dpo_scale.generation.hf import shared_prefix_length
+
+    assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 3, 5, 6]]) == 3
+    assert shared_prefix_length([[1, 2, 3], [1, 2, 3, 4]]) == 2  # every row keeps a token of its own
+    assert shared_prefix_length([[7, 2], [1, 2]]) == 0
+    assert shared_prefix_length([[1, 2, 3]]) == 2

@@ -10,6 +10,18 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from dpo_scale.generation.base import Completion, Sampling
 from dpo_scale.generation.fast_decode import gqa_attention, preallocated_cache
 
+MIN_SHARED_PREFIX = 8  # shorter common prefixes are not worth the extra forward pass
+
+
+def shared_prefix_length(prompts: list[list[int]]) -> int:
+    """Length of the token prefix common to every prompt, leaving each at least one token of its own."""
+    limit = min(len(p) for p in prompts) - 1
+    first = prompts[0]
+    for n in range(max(limit, 0)):
+        if any(p[n] != first[n] for p in prompts):
+            return n
+    return max(limit, 0)
+
 
 class HFGenerator:
     name = "hf"
@@ -49,16 +61,27 @@ class HFGenerator:
         self, prompts: list[list[int]], sampling: Sampling, generator: torch.Generator
     ) -> list[Completion]:
         device = self.model.device
-        width = max(len(p) for p in prompts)
+        # The prompts of a batch usually open with the same tokens (chat template + system prompt): that
+        # prefix is run once and its KV cache shared by every row; only the rest is prefilled per row.
+        shared = shared_prefix_length(prompts)
+        if shared < MIN_SHARED_PREFIX:
+            shared = 0
+        rests = [p[shared:] for p in prompts]
+        width = max(len(r) for r in rests)
+        cache = self._new_cache(width + sampling.max_new_tokens)
+        if shared:
+            self.model(input_ids=torch.tensor([prompts[0][:shared]], device=device), past_key_values=cache,
+                       use_cache=True, logits_to_keep=1)
+            cache.batch_repeat_interleave(len(prompts))
         input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for row, ids in enumerate(prompts):  # left padding: every row's last token is aligned
+        rest_mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, ids in enumerate(rests):  # left padding (after the shared prefix): last tokens aligned
             input_ids[row, width - len(ids) :] = torch.tensor(ids)
-            mask[row, width - len(ids) :] = 1
-        input_ids, mask = input_ids.to(device), mask.to(device)
-        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+            rest_mask[row, width - len(ids) :] = 1
+        input_ids, rest_mask = input_ids.to(device), rest_mask.to(device)
+        position_ids = shared + (rest_mask.cumsum(-1) - 1).clamp(min=0)
+        mask = torch.cat([rest_mask.new_ones((len(prompts), shared)), rest_mask], dim=1)
 
-        cache = self._new_cache(sampling.max_new_tokens)
         generated: list[list[int]] = [[] for _ in prompts]
         alive = torch.arange(len(prompts), device=device)  # rows still generating
         eos = torch.tensor(sorted(self.eos_ids), device=device)
@@ -91,13 +114,13 @@ class HFGenerator:
                                           finished=len(text_tokens) < len(tokens)))
         return completions
 
-    def _new_cache(self, max_new_tokens: int):
+    def _new_cache(self, extra_tokens: int):
         from transformers import DynamicCache
 
         config = self.model.config
         layer_types = getattr(config, "layer_types", None) or ["full_attention"]
         if getattr(config, "sliding_window", None) is None and set(layer_types) == {"full_attention"}:
-            return preallocated_cache(config.num_hidden_layers, max_new_tokens)
+            return preallocated_cache(config.num_hidden_layers, extra_tokens)
         return DynamicCache(config=config)  # sliding windows and hybrids: transformers' own layers
 
     @staticmethod
