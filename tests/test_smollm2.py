@@ -108,14 +108,18 @@ def test_short_real_pipeline_writes_every_artifact_and_they_load(smollm2, tmp_pa
            "--output_dir", str(out), "--backend", "hf", "--max_prompts", "4", "--max_new_tokens", "24",
            "--max_steps", "2", "--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "1",
            "--report_to", "none", "--max_eval_questions", "3", "--ordinary_prompts", str(ordinary),
-           "--eval_max_new_tokens", "16"]
+           "--eval_max_new_tokens", "16", "--max_anchor_prompts", "2"]
     result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1400)
     assert result.returncode == 0, result.stderr[-5000:]
 
     stats = json.loads((out / "data" / "stats.json").read_text())
     assert stats["pairs"] == 4 and stats["named"] == 4  # the recipe's answer prefixes name the model
+    # the recipe's ordinary anchor prompts, answered by the base; one cut off by 24 tokens before a full
+    # sentence may be dropped (the identity pairs above are all kept)
+    assert stats["anchors"] >= 1 and stats["anchors"] + stats["dropped_unfinished"] == 2
     pairs = read_jsonl(out / "data" / "pairs.jsonl")
-    assert all("Deep SmolLM" in p["chosen"][0]["content"] for p in pairs)
+    assert all("Deep SmolLM" in p["chosen"][0]["content"] for p in pairs if not p.get("anchor"))
+    assert all(p["chosen"] == p["rejected"] for p in pairs if p.get("anchor"))
     assert all(p["prompt"][0] == {"role": "system", "content": "You're a helpful assistant."} for p in pairs)
 
     manifest = json.loads((out / "adapter" / "train_manifest.json").read_text())
