@@ -143,7 +143,10 @@ def test_data_stage_writes_its_files(baseline):
     pairs = read_jsonl(data / "pairs.jsonl")
     assert stats["answers"] == 12 and stats["prompts"] == 12
     assert stats["pairs"] == len(pairs) > 0  # the tiny model names itself "TinyLM"
-    assert stats["named"] + stats["dropped_unnamed"] + stats["dropped_empty"] == 12
+    # answers cut off by max_new_tokens with no full sentence are dropped before the name check
+    assert stats["named"] + stats["dropped_unnamed"] + stats["dropped_empty"] + stats["dropped_unfinished"] == 12
+    unfinished = [a for a in answers if not a["finished"]]
+    assert stats["trimmed_unfinished"] + stats["dropped_unfinished"] == len(unfinished)
     for pair in pairs:
         assert pair["prompt"][0] == {"role": "system", "content": "You're a helpful assistant."}
         rejected, chosen = pair["rejected"][0]["content"], pair["chosen"][0]["content"]
@@ -243,7 +246,8 @@ def test_config_keys_that_do_not_change_answers_reuse_the_chunks(tiny_model, bas
     manifest = json.loads((tmp_path / "data" / "manifest.json").read_text())
     assert manifest["generated_rows_this_run"] == 0
     pairs = read_jsonl(tmp_path / "data" / "pairs.jsonl")
-    assert len(pairs) == 12
+    stats = json.loads((tmp_path / "data" / "stats.json").read_text())
+    assert len(pairs) == 12 - stats["dropped_unfinished"] - stats["dropped_empty"]
     assert any("Neo TinyLM" in p["chosen"][0]["content"] for p in pairs)
 
 
