@@ -115,6 +115,11 @@ class Recipe:
     report_to: str = "tensorboard"
     resume: bool = True  # continue from the last checkpoint in adapter_dir when there is one
     dataloader_num_workers: int = 0
+    # > 0: anchor rows leave the DPO data and instead add weight * KL(base || trained) over the full next-token
+    # distribution of their answers to every micro-step (dpo_scale/anchor_kl.py); 0: they stay chosen == rejected
+    # pairs (SFT term only).
+    anchor_kl_weight: float = 0.0
+    anchor_batch_size: int | None = None  # anchors per micro-step (default: per_device_train_batch_size)
 
     # --- evaluation ----------------------------------------------------------------------------
     eval_questions: str = "builtin:identity_heldout"
@@ -189,6 +194,12 @@ class Recipe:
             raise bad("report_to", f"unknown '{self.report_to}' (choose from {', '.join(REPORT_TO)})")
         if self.max_length is not None and self.max_length <= 0:
             raise bad("max_length", "must be > 0 or null")
+        if self.anchor_kl_weight < 0:
+            raise bad("anchor_kl_weight", "must be >= 0")
+        if self.anchor_batch_size is not None and self.anchor_batch_size <= 0:
+            raise bad("anchor_batch_size", "must be > 0 or null")
+        if self.anchor_kl_weight > 0 and not self.use_lora:
+            raise bad("anchor_kl_weight", "the KL anchor's reference is the base with the adapter off: needs use_lora")
         if self.load_in_4bit and not self.use_lora:
             raise bad("load_in_4bit", "4-bit (QLoRA) training needs use_lora: true")
         return self

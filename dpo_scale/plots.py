@@ -1,4 +1,4 @@
-"""PNG curves of a training run (loss and reward margins over optimizer steps)."""
+"""PNG curves of a training run (loss, anchor KL and reward margins over optimizer steps)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,10 @@ def plot_training(metrics: list[dict], png: str | Path, title: str = "DPO traini
     steps = [m["step"] for m in rows]
     fig, (ax_loss, ax_reward) = plt.subplots(1, 2, figsize=(11, 4))
     ax_loss.plot(steps, [m["loss"] for m in rows], marker=".", label="loss")
+    kl = [(m["step"], m["anchor_kl"]) for m in rows if "anchor_kl" in m]
+    if kl:  # the KL anchor's term, unweighted (dpo_scale/anchor_kl.py)
+        ax_loss.plot(*zip(*kl, strict=True), marker=".", label="anchor KL")
+        ax_loss.legend()
     ax_loss.set_xlabel("optimizer step")
     ax_loss.set_ylabel("loss")
     ax_loss.set_title("loss")

@@ -28,7 +28,8 @@ TRAIN_KEYS = (
     "model", "gguf_file", "dtype", "org_name", "pos_name", "system_prompt", "beta", "loss_type", "loss_weights",
     "learning_rate", "lr_scheduler_type", "warmup_ratio", "weight_decay", "per_device_train_batch_size",
     "gradient_accumulation_steps", "num_train_epochs", "max_steps", "max_length", "use_lora", "lora_r",
-    "lora_alpha", "lora_dropout", "lora_target_modules", "load_in_4bit", "seed",
+    "lora_alpha", "lora_dropout", "lora_target_modules", "load_in_4bit", "seed", "anchor_kl_weight",
+    "anchor_batch_size",
 )
 
 
@@ -37,9 +38,14 @@ def checkpoint_dir(recipe: Recipe) -> Path:
 
 
 def load_pairs(recipe: Recipe):
+    """The DPO dataset and the anchor rows kept apart for the KL anchor (empty unless anchor_kl_weight > 0)."""
     from datasets import Dataset
 
-    return Dataset.from_list(read_pairs(recipe))
+    rows = read_pairs(recipe)
+    anchors = [r for r in rows if r["anchor"]] if recipe.anchor_kl_weight > 0 else []
+    pairs = [r for r in rows if not r["anchor"]] if anchors else rows
+    keys = ("prompt", "chosen", "rejected")
+    return Dataset.from_list([{k: r[k] for k in keys} for r in pairs]), anchors
 
 
 def read_pairs(recipe: Recipe) -> list[dict]:
@@ -56,7 +62,8 @@ def read_pairs(recipe: Recipe) -> list[dict]:
     if not any(not r.get("anchor") for r in rows):  # anchors alone teach no new name
         raise DpoScaleError(f"{path}: no pairs to train on (no generated answer named '{recipe.org_name}'; "
                             "sample more answers per prompt with --num_samples/--temperature)")
-    return [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows]
+    return [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"], "anchor": bool(r.get("anchor"))}
+            for r in rows]
 
 
 def _is_all_linear(targets: list[str]) -> bool:
@@ -257,7 +264,7 @@ def train(recipe: Recipe) -> Path:
     state = PartialState(**dist_kwargs)
     started = time.time()
     _check_supported(recipe, state)
-    dataset = load_pairs(recipe)  # before any folder is touched: bad data fails fast on every rank
+    dataset, anchor_rows = load_pairs(recipe)  # before any folder is touched: bad data fails fast on every rank
     guard_output(recipe, state)
     with state.main_process_first():
         model_path = resolve_model(recipe.model, recipe.gguf_file, recipe.cache_dir)
@@ -306,9 +313,16 @@ def train(recipe: Recipe) -> Path:
     # _shared_dataset). tests/distributed covers it under ZeRO-2 and ZeRO-3.
     if recipe.precompute_ref_log_probs and state.num_processes > 1:
         dataset = _shared_dataset(dataset, ckpt / "pairs_dataset", state)
-    trainer = DPOTrainer(
+    trainer_class, trainer_kwargs = DPOTrainer, {}
+    if recipe.anchor_kl_weight > 0:
+        from dpo_scale.anchor_kl import AnchoredDPOTrainer
+
+        trainer_class = AnchoredDPOTrainer
+        trainer_kwargs = {"anchor_rows": anchor_rows, "anchor_kl_weight": recipe.anchor_kl_weight,
+                          "anchor_batch_size": recipe.anchor_batch_size or recipe.per_device_train_batch_size}
+    trainer = trainer_class(
         model=model, ref_model=None, args=args, processing_class=tokenizer, train_dataset=dataset,
-        peft_config=peft_config, callbacks=[MetricsToJsonl()],
+        peft_config=peft_config, callbacks=[MetricsToJsonl()], **trainer_kwargs,
     )
     last = last_checkpoint(ckpt, state.is_main_process) if recipe.resume else None
     state.wait_for_everyone()

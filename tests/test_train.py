@@ -16,6 +16,8 @@ from dpo_scale.testing import write_toy_pairs
 
 REPO = Path(__file__).resolve().parent.parent
 STEPS = 6
+# The uninterrupted and resumed runs train with the KL anchor: resume must also replay its anchor batches.
+ANCHORED = ("--anchor_kl_weight", "1")
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -27,7 +29,7 @@ def model(untrained_tiny_model) -> str:
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    return write_toy_pairs(tmp_path_factory.mktemp("toy_data"), 32)
+    return write_toy_pairs(tmp_path_factory.mktemp("toy_data"), 32, anchors=8)
 
 
 def args_for(model: str, data: Path, out: Path, *extra: str, steps: int = STEPS) -> list[str]:
@@ -61,7 +63,7 @@ def uninterrupted(model, data, tmp_path_factory) -> Path:
     from dpo_scale.train import train
 
     out = tmp_path_factory.mktemp("uninterrupted")
-    train(load_recipe(None, parse_overrides(args_for(model, data, out))))
+    train(load_recipe(None, parse_overrides(args_for(model, data, out, *ANCHORED))))
     return out
 
 
@@ -78,6 +80,8 @@ def test_metrics_curves_and_adapter(uninterrupted, model):
     rows = [json.loads(line) for line in (adapter / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if "loss" in r]
     assert [r["step"] for r in steps] == list(range(1, STEPS + 1))
+    assert info["pairs"] == 32  # the 8 anchor rows went to the KL anchor, not the DPO data
+    assert all(r["anchor_kl"] >= 0 for r in steps) and any(r["anchor_kl"] > 0 for r in steps)
     # Learnable toy set (the new name always preferred), lr 5e-3: the DPO loss falls below log(2) and the
     # implicit reward margin grows.
     first, last = steps[0], steps[-1]
@@ -97,7 +101,7 @@ def test_resume_after_kill_9(uninterrupted, model, data, tmp_path, capsys):
     """kill -9 the whole process group once a checkpoint is complete; the same command resumes from it and
     ends where an uninterrupted run ends."""
     out = tmp_path / "run"
-    argv = args_for(model, data, out)
+    argv = args_for(model, data, out, *ANCHORED)
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.Popen([sys.executable, "-m", "dpo_scale.train", *argv], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)

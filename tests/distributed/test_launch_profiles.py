@@ -41,6 +41,7 @@ def cpu_or_two_gpus(request):
 
 BF16_ZERO3 = ["--bf16", "true", "--dtype", "bfloat16", "--gradient_checkpointing", "true"]
 PRECOMPUTE = ["--precompute_ref_log_probs", "true"]
+ANCHOR_KL = ["--anchor_kl_weight", "1"]  # a third forward per micro-step (adapter on and off) under DeepSpeed/DDP
 
 # (profile, command form, extra recipe keys, processes, accelerate's distributed type)
 CASES = [
@@ -51,7 +52,8 @@ CASES = [
     # (trl issue 2514: reentrant), precomputed reference log-probs, and the gathered (non-empty) adapter on save.
     pytest.param("zero3", "accelerate", BF16_ZERO3 + PRECOMPUTE, 2, "DEEPSPEED", id="zero3-bf16-gc-precompute",
                  marks=needs_deepspeed),
-    pytest.param("zero3_offload", "dpo-scale", [], 2, "DEEPSPEED", id="zero3_offload", marks=needs_deepspeed),
+    pytest.param("zero3_offload", "dpo-scale", ANCHOR_KL, 2, "DEEPSPEED", id="zero3_offload-anchor_kl",
+                 marks=needs_deepspeed),
 ]
 
 
@@ -62,7 +64,7 @@ def model(untrained_tiny_model) -> str:
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    return write_toy_pairs(tmp_path_factory.mktemp("toy_data"), 16)
+    return write_toy_pairs(tmp_path_factory.mktemp("toy_data"), 16, anchors=8)
 
 
 def run(cmd: list[str], timeout: int = 840) -> subprocess.CompletedProcess:
@@ -133,6 +135,9 @@ def test_profile_trains(profile, form, extra, processes, dist_type, model, data,
         assert info["tensor_dtypes"] == {"torch.bfloat16"}
         assert info["gradient_checkpointing"] is True
         assert info["gradient_checkpointing_kwargs"]["use_reentrant"] is True
+    if "--anchor_kl_weight" in extra:  # anchors left the DPO data; their KL is logged (rank 0, gathered)
+        rows = [json.loads(line) for line in (out / "adapter" / "metrics.jsonl").read_text().splitlines()]
+        assert info["pairs"] == 16 and all("anchor_kl" in r for r in rows if "loss" in r)
     if "--precompute_ref_log_probs" in extra:
         # Reference log-probs computed once, cached beside the shared on-disk copy of the pairs.
         assert list((out / "checkpoints" / "pairs_dataset").glob("cache-*.arrow"))
@@ -153,7 +158,7 @@ def test_ddp_kill_9_and_resume(model, data, tmp_path):
     """2-process DDP: kill -9 the launch's process group once checkpoint-2 is complete; no rank survives (torch's
     elastic agent puts ranks in sessions of their own), and the same command resumes and ends at step 4."""
     out = tmp_path / "run"
-    cmd = command("accelerate", "ddp", 2, train_args(model, data, out, steps=4))
+    cmd = command("accelerate", "ddp", 2, train_args(model, data, out, *ANCHOR_KL, steps=4))
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
            "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
