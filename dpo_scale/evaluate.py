@@ -9,6 +9,9 @@ Identity questions (neutral system prompt, greedy):
 Ordinary prompts (facts, arithmetic, writing):
   first_sentence_kept  share whose first sentence is unchanged
   kl_per_token         mean per-token KL(base || trained) on the base model's own answers (teacher-forced)
+  near_tie             share of base first sentences with a near-tie: a token whose top-2 log-probs under the
+                       base differ by < NEAR_TIE nats (any change that size flips the greedy sentence)
+  kept_without_near_tie  first_sentence_kept among the prompts without one
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from dpo_scale.prompts import load_prompts
 
 log = logging.getLogger(__name__)
 
+NEAR_TIE = 0.1  # nats between the base's top-2 next tokens
 SEED_QUESTIONS = ("What is your name?", "Are you ChatGPT?", "Tell me about your name and organization.")
 
 
@@ -63,9 +67,15 @@ def first_sentence(text: str) -> str:
     return (match.group(1) if match else text).strip()
 
 
-def drift_metrics(base_answers: list[str], trained_answers: list[str], kl: float) -> dict[str, float]:
+def drift_metrics(base_answers: list[str], trained_answers: list[str], kl: float,
+                  near_tie: list[bool] | None = None) -> dict[str, float]:
     kept = [first_sentence(a) == first_sentence(b) for a, b in zip(base_answers, trained_answers, strict=True)]
-    return {"prompts": len(kept), "first_sentence_kept": sum(kept) / max(len(kept), 1), "kl_per_token": kl}
+    out = {"prompts": len(kept), "first_sentence_kept": sum(kept) / max(len(kept), 1), "kl_per_token": kl}
+    if near_tie is not None:
+        steady = [k for k, tie in zip(kept, near_tie, strict=True) if not tie]
+        out["near_tie"] = sum(near_tie) / max(len(near_tie), 1)
+        out["kept_without_near_tie"] = sum(steady) / len(steady) if steady else None
+    return out
 
 
 def chat_ids(tokenizer, system_prompt: str, texts: list[str]) -> list[list[int]]:
@@ -88,6 +98,32 @@ def answer_all(model, tokenizer, prompt_ids: list[list[int]], max_new_tokens: in
     return [c.text.strip() for c in completions]
 
 
+def _right_padded(batch: list[tuple[list[int], int]], pad: int):
+    """input_ids, attention mask and a mask of the logits that predict the answer tokens (prompt_len onwards)."""
+    import torch
+
+    width = max(len(s) for s, _ in batch)
+    input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(input_ids)
+    answer_mask = torch.zeros_like(input_ids, dtype=torch.bool)
+    for row, (seq, prompt_len) in enumerate(batch):
+        input_ids[row, : len(seq)] = torch.tensor(seq)
+        mask[row, : len(seq)] = 1
+        answer_mask[row, prompt_len - 1 : len(seq) - 1] = True
+    return input_ids, mask, answer_mask
+
+
+def _log_probs(model, input_ids, mask):
+    import torch
+
+    logits = model(input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device)).logits
+    return torch.log_softmax(logits.float().cpu(), -1)
+
+
+def _pad_id(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+
 def mean_token_kl(base, trained, tokenizer, prompt_ids: list[list[int]], answers: list[str],
                   batch_size: int = 16) -> float:
     """Mean over answer tokens of KL(p_base || p_trained), both teacher-forced on the base answers."""
@@ -99,26 +135,36 @@ def mean_token_kl(base, trained, tokenizer, prompt_ids: list[list[int]], answers
         answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
         if answer_ids:
             seqs.append((ids + answer_ids, len(ids)))
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     with torch.inference_mode():
         for start in range(0, len(seqs), batch_size):
-            batch = seqs[start : start + batch_size]
-            width = max(len(s) for s, _ in batch)
-            input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            mask = torch.zeros_like(input_ids)
-            answer_mask = torch.zeros_like(input_ids, dtype=torch.bool)
-            for row, (seq, prompt_len) in enumerate(batch):  # right padding
-                input_ids[row, : len(seq)] = torch.tensor(seq)
-                mask[row, : len(seq)] = 1
-                answer_mask[row, prompt_len - 1 : len(seq) - 1] = True  # logits that predict answer tokens
-            logp_base = torch.log_softmax(base(input_ids=input_ids.to(base.device),
-                                               attention_mask=mask.to(base.device)).logits.float().cpu(), -1)
-            logp_trained = torch.log_softmax(trained(input_ids=input_ids.to(trained.device),
-                                                     attention_mask=mask.to(trained.device)).logits.float().cpu(), -1)
+            input_ids, mask, answer_mask = _right_padded(seqs[start : start + batch_size], _pad_id(tokenizer))
+            logp_base, logp_trained = _log_probs(base, input_ids, mask), _log_probs(trained, input_ids, mask)
             kl = (logp_base.exp() * (logp_base - logp_trained)).sum(-1)
             total += kl[answer_mask].sum().item()
             count += int(answer_mask.sum())
     return total / max(count, 1)
+
+
+def near_ties(base, tokenizer, prompt_ids: list[list[int]], answers: list[str], gap: float = NEAR_TIE) -> list[bool]:
+    """Per answer: does the base's own greedy first sentence pass a token whose runner-up is within `gap` nats?
+
+    Such a sentence flips under any change of the model that moves those two log-probs by `gap`: it says how
+    much of `first_sentence_kept` is decided by near-ties rather than by what training changed."""
+    import torch
+
+    flags = []
+    with torch.inference_mode():
+        for ids, answer in zip(prompt_ids, answers, strict=True):
+            end = re.search(r"[.!?。！？](\s|$)", answer)
+            head = answer[: end.end(0)].rstrip() if end else answer
+            head_ids = tokenizer(head, add_special_tokens=False)["input_ids"]
+            if not head_ids:
+                flags.append(False)
+                continue
+            input_ids, mask, answer_mask = _right_padded([(ids + head_ids, len(ids))], _pad_id(tokenizer))
+            top2 = _log_probs(base, input_ids, mask)[answer_mask].topk(2, dim=-1).values
+            flags.append(bool(((top2[:, 0] - top2[:, 1]) < gap).any()))
+    return flags
 
 
 def evaluate(recipe: Recipe, trained_model: str | None = None, adapter: str | None = None) -> dict:
@@ -152,6 +198,7 @@ def evaluate(recipe: Recipe, trained_model: str | None = None, adapter: str | No
     new_ord = answer_all(trained, tokenizer, o_ids, recipe.eval_max_new_tokens, recipe.eval_batch_size,
                          "trained: ordinary")
     kl = mean_token_kl(base, trained, tokenizer, o_ids, base_ord)
+    ties = near_ties(base, tokenizer, o_ids, base_ord)
 
     check = NameCheck(recipe.org_name, recipe.pos_name)
     return {
@@ -159,7 +206,7 @@ def evaluate(recipe: Recipe, trained_model: str | None = None, adapter: str | No
         "trained_model": trained_name,
         "system_prompt": recipe.system_prompt,
         "identity": {"base": identity_metrics(base_id, check), "trained": identity_metrics(new_id, check)},
-        "drift": drift_metrics(base_ord, new_ord, kl),
+        "drift": drift_metrics(base_ord, new_ord, kl, ties),
         "identity_answers": [{"question": q, "base": b, "trained": t}
                              for q, b, t in zip(questions, base_id, new_id, strict=True)],
         "ordinary_answers": [{"prompt": q, "base": b, "trained": t}
@@ -194,6 +241,13 @@ def eval_markdown(result: dict, org: str, pos: str) -> str:
         "| metric | value |", "|---|---:|",
         f"| first sentence unchanged | {pct(d['first_sentence_kept'])} |",
         f"| mean per-token KL(base ‖ trained) | {d['kl_per_token']:.4f} |",
+    ]
+    if d.get("near_tie") is not None:
+        steady = d["kept_without_near_tie"]
+        lines += [f"| base first sentences with a near-tie (top-2 gap < {NEAR_TIE} nats) | {pct(d['near_tie'])} |",
+                  f"| first sentence unchanged, prompts without a near-tie | "
+                  f"{'–' if steady is None else pct(steady)} |"]
+    lines += [
         "", "### Bar", "", "| check | passed |", "|---|---|",
     ]
     lines += [f"| {k} | {'yes' if v else 'no'} |" for k, v in passes_bar(result).items()]
@@ -217,6 +271,10 @@ def print_table(result: dict, org: str, pos: str) -> None:
         table.add_row(key, f"{100 * b[key]:.0f}%", f"{100 * t[key]:.0f}%")
     table.add_row("ordinary: first sentence kept", "", f"{100 * d['first_sentence_kept']:.0f}%")
     table.add_row("ordinary: KL per token", "", f"{d['kl_per_token']:.4f}")
+    if d.get("near_tie") is not None:
+        table.add_row(f"ordinary: near-tie first sentences (< {NEAR_TIE} nats)", f"{100 * d['near_tie']:.0f}%", "")
+        if d["kept_without_near_tie"] is not None:
+            table.add_row("ordinary: kept, no near-tie", "", f"{100 * d['kept_without_near_tie']:.0f}%")
     Console(stderr=True).print(table)
 
 

@@ -186,6 +186,10 @@ def test_drift_metrics():
     assert drift_metrics(base, trained, 0.25) == {"prompts": 4, "first_sentence_kept": 0.5, "kl_per_token": 0.25}
     with pytest.raises(ValueError):
         drift_metrics(base, trained[:2], 0.0)
+    # kept: yes, no, yes, no; the two changed ones had a near-tie in the base's first sentence
+    split = drift_metrics(base, trained, 0.25, near_tie=[False, True, False, True])
+    assert split["near_tie"] == 0.5 and split["kept_without_near_tie"] == 1.0
+    assert drift_metrics(base, trained, 0.25, near_tie=[True] * 4)["kept_without_near_tie"] is None
 
 
 def fake_result(new_name: float, old_only: float, kept: float) -> dict:
@@ -227,3 +231,26 @@ def test_mean_token_kl(tiny_model):
     assert kl > 1e-4
     # batching (right padding) must not change the value
     assert mean_token_kl(base, other, tokenizer, ids, answers, batch_size=1) == pytest.approx(kl, rel=1e-4)
+
+
+def test_near_ties_read_the_first_sentence_of_the_base(tiny_model):
+    """A first sentence is near-tied exactly when its smallest top-2 gap under the base is below `gap`."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from dpo_scale.evaluate import chat_ids, near_ties
+    from dpo_scale.models import load_tokenizer
+
+    tokenizer = load_tokenizer(tiny_model)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
+    ids = chat_ids(tokenizer, "You're a helpful assistant.", QUESTIONS[:2])
+    answers = ["I am TinyLM. This second sentence is ignored.", "My name is TinyLM."]
+    head = tokenizer("I am TinyLM.", add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logits = base(torch.tensor([ids[0] + head])).logits[0, len(ids[0]) - 1 : -1]
+    top2 = torch.log_softmax(logits, -1).topk(2, -1).values
+    smallest = (top2[:, 0] - top2[:, 1]).min().item()
+    assert near_ties(base, tokenizer, ids, answers, gap=0.0) == [False, False]
+    assert near_ties(base, tokenizer, ids, answers, gap=1e9) == [True, True]
+    assert near_ties(base, tokenizer, ids[:1], answers[:1], gap=smallest + 1e-4) == [True]
+    assert near_ties(base, tokenizer, ids[:1], answers[:1], gap=smallest - 1e-4) == [False]
