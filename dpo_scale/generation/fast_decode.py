@@ -84,18 +84,22 @@ class PreallocatedLayer(DynamicLayer):
         self._k[:, :, self.length : self.length + new] = key_states
         self._v[:, :, self.length : self.length + new] = value_states
         self.length += new
-        self.keys, self.values = self._k[:, :, : self.length], self._v[:, :, : self.length]
+        self._set_views()
         return self.keys, self.values
 
     def batch_repeat_interleave(self, repeats: int) -> None:
         if self.is_initialized:
             self._k, self._v = self._k.repeat_interleave(repeats, 0), self._v.repeat_interleave(repeats, 0)
-            self.keys, self.values = self._k[:, :, : self.length], self._v[:, :, : self.length]
+            self._set_views()
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         if self.is_initialized:
             self._k, self._v = self._k[indices], self._v[indices]
-            self.keys, self.values = self._k[:, :, : self.length], self._v[:, :, : self.length]
+            self._set_views()
+
+    def _set_views(self) -> None:
+        """Expose the filled part of the buffers as the layer's keys/values (what attention reads)."""
+        self.keys, self.values = self._k[:, :, : self.length], self._v[:, :, : self.length]
 
     def crop(self, tokens_to_remove: int) -> None:
         raise NotImplementedError("PreallocatedLayer is for left-to-right decoding only")
