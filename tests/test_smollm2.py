@@ -124,6 +124,10 @@ def test_short_real_pipeline_writes_every_artifact_and_they_load(smollm2, tmp_pa
 
     manifest = json.loads((out / "adapter" / "train_manifest.json").read_text())
     assert manifest["global_step"] == 2
+    # the recipe's KL anchor: anchors left the DPO data and their KL to the base was logged every step
+    assert manifest["pairs"] == 4 and manifest["recipe"]["anchor_kl_weight"] > 0
+    metrics = read_jsonl(out / "adapter" / "metrics.jsonl")
+    assert [m["step"] for m in metrics if "anchor_kl" in m] == [1, 2]
     assert (out / "adapter" / "training_curves.png").stat().st_size > 1000
     base = AutoModelForCausalLM.from_pretrained(smollm2, dtype=torch.float32)
     base_parameters = base.num_parameters()  # before peft injects the LoRA layers into it
@@ -134,6 +138,7 @@ def test_short_real_pipeline_writes_every_artifact_and_they_load(smollm2, tmp_pa
 
     result_json = json.loads((out / "eval.json").read_text())
     assert result_json["identity"]["trained"]["questions"] == 3 and result_json["drift"]["prompts"] == 2
+    assert 0 <= result_json["drift"]["near_tie"] <= 1
     report = (out / "report.md").read_text()
     for section in ("## Preference data", "## Training", "## Evaluation", "## Timings"):
         assert section in report
