@@ -31,7 +31,9 @@ def write_report(recipe: Recipe, timings: dict) -> Path:
         lines += ["## Training", "",
                   f"{m['pairs']} pairs, {m['global_step']} optimizer steps on {m['processes']} process(es), "
                   f"loss {'+'.join(recipe.loss_type)} (weights {recipe.loss_weights}), beta {recipe.beta}, "
-                  f"lr {recipe.learning_rate}, LoRA r={recipe.lora_r}.", ""]
+                  f"lr {recipe.learning_rate}, LoRA r={recipe.lora_r}"
+                  + (f", KL anchor weight {recipe.anchor_kl_weight} on the anchors' answers"
+                     if recipe.anchor_kl_weight > 0 else "") + ".", ""]
         png = recipe.adapter_path / "training_curves.png"
         if png.is_file():
             lines += [f"![training curves]({_rel(png, out)})", ""]
