@@ -17,18 +17,27 @@ Ordinary prompts (facts, arithmetic, writing):
 from __future__ import annotations
 
 import logging
+import math
 import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dpo_scale.config import Recipe
 from dpo_scale.io import write_json, write_text
 from dpo_scale.prompts import load_prompts
 
+if TYPE_CHECKING:
+    import torch
+
+    from dpo_scale.teacher_forcing import TeacherForcedBatch
+
 log = logging.getLogger(__name__)
 
 NEAR_TIE = 0.1  # nats between the base's top-2 next tokens
+# A sentence ends at its first . ! ? (or full-width 。！？) followed by whitespace or the end: "3.14" does not end one.
+_FIRST_SENTENCE = re.compile(r"^(.+?[.!?。！？])(?=\s|$)", re.DOTALL)
 SEED_QUESTIONS = ("What is your name?", "Are you ChatGPT?", "Tell me about your name and organization.")
 
 
@@ -61,10 +70,15 @@ def identity_metrics(answers: list[str], check: NameCheck) -> dict[str, float]:
     }
 
 
+def _first_sentence_span(text: str) -> str:
+    """The start of `text` up to the end of its first sentence, as written (all of it when no sentence ends)."""
+    match = _FIRST_SENTENCE.match(text)
+    return match.group(1) if match else text
+
+
 def first_sentence(text: str) -> str:
-    text = " ".join(text.split())
-    match = re.search(r"^(.+?[.!?。！？])(\s|$)", text)
-    return (match.group(1) if match else text).strip()
+    """The first sentence with whitespace runs collapsed, for comparing answers."""
+    return _first_sentence_span(" ".join(text.split())).strip()
 
 
 def drift_metrics(base_answers: list[str], trained_answers: list[str], kl: float,
@@ -98,73 +112,58 @@ def answer_all(model, tokenizer, prompt_ids: list[list[int]], max_new_tokens: in
     return [c.text.strip() for c in completions]
 
 
-def _right_padded(batch: list[tuple[list[int], int]], pad: int):
-    """input_ids, attention mask and a mask of the logits that predict the answer tokens (prompt_len onwards)."""
+def _logits_at(model, batch: TeacherForcedBatch, *positions: torch.Tensor) -> list[torch.Tensor]:
+    """The model's logits at each mask of positions, as float32 on the CPU (one forward pass)."""
+    device = model.device
+    logits = model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device)).logits
+    return [logits[mask.to(logits.device)].float().cpu() for mask in positions]
+
+
+def drift_scores(base, trained, tokenizer, prompt_ids: list[list[int]], answers: list[str], batch_size: int = 16,
+                 gap: float = NEAR_TIE) -> tuple[float, list[bool]]:
+    """The drift measures read off the base's own answers, teacher-forced, in one batched pass of each model:
+
+    - the mean over answer tokens of KL(p_base || p_trained);
+    - per answer: does its first sentence pass a token whose runner-up under the base is within `gap` nats?
+      Such a sentence flips under any change of the model that moves those two log-probs by `gap`: it says how
+      much of `first_sentence_kept` is decided by near-ties rather than by what training changed.
+
+    Answers that tokenize to nothing are left out of the KL and have no near-tie."""
     import torch
 
-    width = max(len(s) for s, _ in batch)
-    input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-    mask = torch.zeros_like(input_ids)
-    answer_mask = torch.zeros_like(input_ids, dtype=torch.bool)
-    for row, (seq, prompt_len) in enumerate(batch):
-        input_ids[row, : len(seq)] = torch.tensor(seq)
-        mask[row, : len(seq)] = 1
-        answer_mask[row, prompt_len - 1 : len(seq) - 1] = True
-    return input_ids, mask, answer_mask
+    from dpo_scale.teacher_forcing import kl_per_position, pad_id, pad_right
 
-
-def _log_probs(model, input_ids, mask):
-    import torch
-
-    logits = model(input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device)).logits
-    return torch.log_softmax(logits.float().cpu(), -1)
-
-
-def _pad_id(tokenizer) -> int:
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-
-
-def mean_token_kl(base, trained, tokenizer, prompt_ids: list[list[int]], answers: list[str],
-                  batch_size: int = 16) -> float:
-    """Mean over answer tokens of KL(p_base || p_trained), both teacher-forced on the base answers."""
-    import torch
-
+    rows, head_ends, which = [], [], []  # (prompt + answer ids, prompt length), see below, index in answers
+    for i, (ids, answer) in enumerate(zip(prompt_ids, answers, strict=True)):
+        encoded = tokenizer(answer, add_special_tokens=False, return_offsets_mapping=True)
+        if not encoded["input_ids"]:
+            continue
+        # The first sentence's tokens within the answer's own tokenization (not a re-tokenized prefix): those
+        # starting before the sentence's end.
+        end = len(_first_sentence_span(answer))
+        head = sum(begin < end for begin, _ in encoded["offset_mapping"])
+        rows.append((ids + encoded["input_ids"], len(ids)))
+        head_ends.append(len(ids) - 1 + head)  # logits prompt_len - 1 .. this - 1 predict the first sentence
+        which.append(i)
     total, count = 0.0, 0
-    seqs = []
-    for ids, answer in zip(prompt_ids, answers, strict=True):
-        answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
-        if answer_ids:
-            seqs.append((ids + answer_ids, len(ids)))
+    tied = [False] * len(answers)
     with torch.inference_mode():
-        for start in range(0, len(seqs), batch_size):
-            input_ids, mask, answer_mask = _right_padded(seqs[start : start + batch_size], _pad_id(tokenizer))
-            logp_base, logp_trained = _log_probs(base, input_ids, mask), _log_probs(trained, input_ids, mask)
-            kl = (logp_base.exp() * (logp_base - logp_trained)).sum(-1)
-            total += kl[answer_mask].sum().item()
-            count += int(answer_mask.sum())
-    return total / max(count, 1)
-
-
-def near_ties(base, tokenizer, prompt_ids: list[list[int]], answers: list[str], gap: float = NEAR_TIE) -> list[bool]:
-    """Per answer: does the base's own greedy first sentence pass a token whose runner-up is within `gap` nats?
-
-    Such a sentence flips under any change of the model that moves those two log-probs by `gap`: it says how
-    much of `first_sentence_kept` is decided by near-ties rather than by what training changed."""
-    import torch
-
-    flags = []
-    with torch.inference_mode():
-        for ids, answer in zip(prompt_ids, answers, strict=True):
-            end = re.search(r"[.!?。！？](\s|$)", answer)
-            head = answer[: end.end(0)].rstrip() if end else answer
-            head_ids = tokenizer(head, add_special_tokens=False)["input_ids"]
-            if not head_ids:
-                flags.append(False)
-                continue
-            input_ids, mask, answer_mask = _right_padded([(ids + head_ids, len(ids))], _pad_id(tokenizer))
-            top2 = _log_probs(base, input_ids, mask)[answer_mask].topk(2, dim=-1).values
-            flags.append(bool(((top2[:, 0] - top2[:, 1]) < gap).any()))
-    return flags
+        for start in range(0, len(rows), batch_size):
+            batch = pad_right(rows[start : start + batch_size], pad_id(tokenizer))
+            answer_at = batch.answer_positions
+            head_end = torch.tensor(head_ends[start : start + batch_size])
+            head_at = answer_at & (torch.arange(answer_at.shape[1]) < head_end[:, None])
+            base_answer, base_head = _logits_at(base, batch, answer_at, head_at)
+            (trained_answer,) = _logits_at(trained, batch, answer_at)
+            kl = kl_per_position(base_answer, trained_answer)
+            total += kl.sum().item()
+            count += kl.numel()
+            top2 = torch.log_softmax(base_head, -1).topk(2, dim=-1).values
+            gaps = torch.full(head_at.shape, math.inf)
+            gaps[head_at] = top2[:, 0] - top2[:, 1]
+            for row, flag in enumerate((gaps < gap).any(dim=1).tolist()):
+                tied[which[start + row]] = flag
+    return total / max(count, 1), tied
 
 
 def evaluate(recipe: Recipe, trained_model: str | None = None, adapter: str | None = None) -> dict:
@@ -197,8 +196,7 @@ def evaluate(recipe: Recipe, trained_model: str | None = None, adapter: str | No
                         "trained: identity")
     new_ord = answer_all(trained, tokenizer, o_ids, recipe.eval_max_new_tokens, recipe.eval_batch_size,
                          "trained: ordinary")
-    kl = mean_token_kl(base, trained, tokenizer, o_ids, base_ord)
-    ties = near_ties(base, tokenizer, o_ids, base_ord)
+    kl, ties = drift_scores(base, trained, tokenizer, o_ids, base_ord)
 
     check = NameCheck(recipe.org_name, recipe.pos_name)
     return {

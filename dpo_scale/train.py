@@ -62,6 +62,9 @@ def read_pairs(recipe: Recipe) -> list[dict]:
     if not any(not r.get("anchor") for r in rows):  # anchors alone teach no new name
         raise DpoScaleError(f"{path}: no pairs to train on (no generated answer named '{recipe.org_name}'; "
                             "sample more answers per prompt with --num_samples/--temperature)")
+    if recipe.anchor_kl_weight > 0 and not any(r.get("anchor") for r in rows):
+        raise DpoScaleError(f"{path}: anchor_kl_weight > 0 needs anchor rows in pairs.jsonl (set anchor_prompts "
+                            "and generate again, or anchor_kl_weight: 0)")
     return [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"], "anchor": bool(r.get("anchor"))}
             for r in rows]
 

@@ -1,4 +1,5 @@
-"""The KL anchor (dpo_scale/anchor_kl.py): its pieces on hand-made cases, and a training run in which it must hold
+"""The KL anchor (dpo_scale/anchor_kl.py) and the teacher forcing it shares with the evaluation
+(dpo_scale/teacher_forcing.py): their pieces on hand-made cases, and a training run in which it must hold
 the anchors' answers closer to the base than the same run without it. Resume with the anchor: tests/test_train.py;
 under DeepSpeed and DDP: tests/distributed."""
 
@@ -8,42 +9,55 @@ from pathlib import Path
 import pytest
 import torch
 
-from dpo_scale.anchor_kl import collate_anchors, kl_per_token, tokenize_anchor
+from dpo_scale.anchor_kl import tokenize_anchor
+from dpo_scale.teacher_forcing import kl_per_position, pad_right
 from dpo_scale.testing import toy_anchor_rows, write_toy_pairs
 
 pytestmark = pytest.mark.timeout(300)
 
 
-def test_kl_per_token_matches_definition():
+def test_kl_per_position_matches_definition():
     ref = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 0.0]])
-    same = kl_per_token(ref, ref.clone())
-    assert same.item() == pytest.approx(0.0, abs=1e-7)
+    same = kl_per_position(ref, ref.clone())
+    assert same.shape == (2,)
+    assert same.tolist() == pytest.approx([0.0, 0.0], abs=1e-7)
     other = torch.tensor([[0.0, 1.0, 0.0], [1.0, -1.0, 2.0]])
     p, q = ref.softmax(-1), other.softmax(-1)
-    expected = (p * (p.log() - q.log())).sum(-1).mean()
-    assert kl_per_token(ref, other).item() == pytest.approx(expected.item(), rel=1e-5)
-    assert kl_per_token(ref, other + 3.0).item() == pytest.approx(expected.item(), rel=1e-5)  # shift-invariant
+    expected = (p * (p.log() - q.log())).sum(-1)
+    assert kl_per_position(ref, other).tolist() == pytest.approx(expected.tolist(), rel=1e-5)
+    assert kl_per_position(ref, other + 3.0).tolist() == pytest.approx(expected.tolist(), rel=1e-5)  # shift-invariant
+    # float32 whatever comes in, and any leading shape: (rows, positions, vocab) -> (rows, positions)
+    assert kl_per_position(ref.bfloat16()[None], other.bfloat16()[None]).dtype == torch.float32
+    assert kl_per_position(ref[None], other[None]).shape == (1, 2)
 
 
-def test_answer_mask_covers_the_answer_and_its_end(tiny_model):
+def test_pad_right_marks_the_logits_that_predict_the_answer():
+    # rows: prompt [5, 6] + answer [7, 8]; prompt [9] + answer [10]; prompt [11, 12, 13], answer cut away
+    batch = pad_right([([5, 6, 7, 8], 2), ([9, 10], 1), ([11, 12, 13], 3)], pad_id=0)
+    assert batch.input_ids.tolist() == [[5, 6, 7, 8], [9, 10, 0, 0], [11, 12, 13, 0]]
+    assert batch.attention_mask.tolist() == [[1, 1, 1, 1], [1, 1, 0, 0], [1, 1, 1, 0]]
+    # logit t predicts token t + 1: 6 -> 7 and 7 -> 8; 9 -> 10; nothing; never a padding position
+    assert batch.answer_positions.tolist() == [[False, True, True, False], [True, False, False, False],
+                                               [False, False, False, False]]
+
+
+def test_answer_positions_cover_the_answer_and_its_end(tiny_model):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     row = toy_anchor_rows(1)[0]
-    ids, mask = tokenize_anchor(tokenizer, row, max_length=None)
-    assert len(ids) == len(mask)
-    answer = tokenizer.decode([t for t, m in zip(ids, mask, strict=True) if m])
-    assert answer == row["chosen"][0]["content"] + "<|im_end|>\n"
-    assert "What is 2 plus 2?" in tokenizer.decode([t for t, m in zip(ids, mask, strict=True) if not m])
-    short_ids, short_mask = tokenize_anchor(tokenizer, row, max_length=len(ids) - 3)
-    assert short_ids == ids[:-3] and short_mask == mask[:-3]
-
-
-def test_collate_pads_right_and_masks_padding():
-    batch = collate_anchors([([5, 6, 7], [0, 1, 1]), ([8], [1])], pad_id=0)
-    assert batch.input_ids.tolist() == [[5, 6, 7], [8, 0, 0]]
-    assert batch.attention_mask.tolist() == [[1, 1, 1], [1, 0, 0]]
-    assert batch.answer_mask.tolist() == [[0, 1, 1], [1, 0, 0]]
+    ids, prompt_len = tokenize_anchor(tokenizer, row, max_length=None)
+    assert tokenizer.decode(ids[prompt_len:]) == row["chosen"][0]["content"] + "<|im_end|>\n"
+    assert "What is 2 plus 2?" in tokenizer.decode(ids[:prompt_len])
+    batch = pad_right([(ids, prompt_len), (ids[:prompt_len + 1], prompt_len)], pad_id=tokenizer.pad_token_id)
+    # the tokens the marked logits predict are exactly the answer's (and right padding leaves them in place)
+    predicted = batch.input_ids[0, 1:][batch.answer_positions[0, :-1]].tolist()
+    assert predicted == ids[prompt_len:]
+    assert batch.input_ids[1, 1:][batch.answer_positions[1, :-1]].tolist() == ids[prompt_len:prompt_len + 1]
+    short_ids, short_len = tokenize_anchor(tokenizer, row, max_length=len(ids) - 3)
+    assert short_ids == ids[:-3] and short_len == prompt_len
+    cut_ids, cut_len = tokenize_anchor(tokenizer, row, max_length=prompt_len - 2)  # max_length cuts the prompt
+    assert cut_ids == ids[:prompt_len - 2] and cut_len == len(cut_ids)
 
 
 def anchor_kl_after(model: str, adapter: Path, rows: list[dict]) -> float:
@@ -53,13 +67,13 @@ def anchor_kl_after(model: str, adapter: Path, rows: list[dict]) -> float:
 
     tokenizer = AutoTokenizer.from_pretrained(model)
     trained = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model), str(adapter)).eval()
-    batch = collate_anchors([tokenize_anchor(tokenizer, r, None) for r in rows], tokenizer.pad_token_id)
-    positions = batch.answer_mask[:, 1:].bool()
+    batch = pad_right([tokenize_anchor(tokenizer, r, None) for r in rows], tokenizer.pad_token_id)
+    positions = batch.answer_positions
     with torch.no_grad():
-        logits = trained(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1][positions]
+        logits = trained(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[positions]
         with trained.disable_adapter():
-            ref = trained(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1][positions]
-    return kl_per_token(ref, logits).item()
+            ref = trained(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[positions]
+    return kl_per_position(ref, logits).mean().item()
 
 
 def test_anchor_keeps_ordinary_answers_in_place(tiny_model, tmp_path):

@@ -209,11 +209,11 @@ def test_passes_bar_and_markdown():
     assert "**What is your name?**" in md
 
 
-def test_mean_token_kl(tiny_model):
+def test_drift_scores_kl(tiny_model):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from dpo_scale.evaluate import answer_all, chat_ids, mean_token_kl
+    from dpo_scale.evaluate import answer_all, chat_ids, drift_scores
     from dpo_scale.models import load_tokenizer
 
     tokenizer = load_tokenizer(tiny_model)
@@ -222,35 +222,48 @@ def test_mean_token_kl(tiny_model):
     ids = chat_ids(tokenizer, "You're a helpful assistant.", QUESTIONS)
     answers = answer_all(base, tokenizer, ids, 12, batch_size=2)
     assert all(answers)
-    assert mean_token_kl(base, base, tokenizer, ids, answers, batch_size=3) == pytest.approx(0.0, abs=1e-6)
-    assert mean_token_kl(base, other, tokenizer, ids, answers) == pytest.approx(0.0, abs=1e-6)
+    kl, ties = drift_scores(base, base, tokenizer, ids, answers, batch_size=3)
+    assert kl == pytest.approx(0.0, abs=1e-6) and len(ties) == len(answers)
+    assert drift_scores(base, other, tokenizer, ids, answers)[0] == pytest.approx(0.0, abs=1e-6)
     with torch.no_grad():
         noise = torch.randn(other.lm_head.weight.shape, generator=torch.Generator().manual_seed(0))
         other.lm_head.weight.add_(0.05 * noise)
-    kl = mean_token_kl(base, other, tokenizer, ids, answers, batch_size=3)
+    kl, ties = drift_scores(base, other, tokenizer, ids, answers, batch_size=3)
     assert kl > 1e-4
-    # batching (right padding) must not change the value
-    assert mean_token_kl(base, other, tokenizer, ids, answers, batch_size=1) == pytest.approx(kl, rel=1e-4)
+    # batching (right padding) must not change either measure
+    kl_alone, ties_alone = drift_scores(base, other, tokenizer, ids, answers, batch_size=1)
+    assert kl_alone == pytest.approx(kl, rel=1e-4) and ties_alone == ties
+    # an answer that tokenizes to nothing counts for neither
+    assert drift_scores(base, other, tokenizer, ids + ids[:1], answers + [""], batch_size=3) == (kl, ties + [False])
 
 
 def test_near_ties_read_the_first_sentence_of_the_base(tiny_model):
-    """A first sentence is near-tied exactly when its smallest top-2 gap under the base is below `gap`."""
+    """A first sentence is near-tied exactly when its smallest top-2 gap under the base is below `gap`; what
+    follows it does not count."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    from dpo_scale.evaluate import chat_ids, near_ties
+    from dpo_scale.evaluate import chat_ids, drift_scores
     from dpo_scale.models import load_tokenizer
 
     tokenizer = load_tokenizer(tiny_model)
     base = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
     ids = chat_ids(tokenizer, "You're a helpful assistant.", QUESTIONS[:2])
     answers = ["I am TinyLM. This second sentence is ignored.", "My name is TinyLM."]
+    full = tokenizer(answers[0], add_special_tokens=False)["input_ids"]
     head = tokenizer("I am TinyLM.", add_special_tokens=False)["input_ids"]
+    assert full[:len(head)] == head
     with torch.no_grad():
-        logits = base(torch.tensor([ids[0] + head])).logits[0, len(ids[0]) - 1 : -1]
+        logits = base(torch.tensor([ids[0] + full])).logits[0, len(ids[0]) - 1 : -1]
     top2 = torch.log_softmax(logits, -1).topk(2, -1).values
-    smallest = (top2[:, 0] - top2[:, 1]).min().item()
-    assert near_ties(base, tokenizer, ids, answers, gap=0.0) == [False, False]
-    assert near_ties(base, tokenizer, ids, answers, gap=1e9) == [True, True]
-    assert near_ties(base, tokenizer, ids[:1], answers[:1], gap=smallest + 1e-4) == [True]
-    assert near_ties(base, tokenizer, ids[:1], answers[:1], gap=smallest - 1e-4) == [False]
+    gaps = top2[:, 0] - top2[:, 1]
+    smallest, rest = gaps[:len(head)].min().item(), gaps[len(head):].min().item()
+    assert rest < smallest - 1e-3  # the second sentence has a closer tie: it must not be read
+
+    def ties(gap: float, n: int = 2) -> list[bool]:
+        return drift_scores(base, base, tokenizer, ids[:n], answers[:n], gap=gap)[1]
+
+    assert ties(0.0) == [False, False]
+    assert ties(1e9) == [True, True]
+    assert ties(smallest + 1e-4, 1) == [True]
+    assert ties(smallest - 1e-4, 1) == [False]

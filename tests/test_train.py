@@ -207,6 +207,26 @@ def test_clear_errors(case, extra, fragments, model, data, tmp_path, capsys):
     assert not (tmp_path / "out" / "adapter").exists()
 
 
+def test_anchor_weight_without_anchor_rows_fails_before_the_model_loads(model, tmp_path, capsys, monkeypatch):
+    import dpo_scale.models
+    from dpo_scale.config import load_recipe, parse_overrides
+    from dpo_scale.train import preflight
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before the data was checked")
+
+    monkeypatch.setattr(dpo_scale.models, "load_model", no_model)
+    data = write_toy_pairs(tmp_path / "d", 4, anchors=0)
+    argv = args_for(model, data, tmp_path / "out", "--anchor_kl_weight", "1", steps=1)
+    expected = f"{data / 'pairs.jsonl'}: anchor_kl_weight > 0 needs anchor rows in pairs.jsonl"
+    with pytest.raises(DpoScaleError, match="needs anchor rows"):  # before `accelerate launch` too
+        preflight(load_recipe(None, parse_overrides(argv)))
+    rc, err = run_main(argv, capsys)
+    assert rc == 2 and "Traceback" not in err, err[-3000:]
+    assert f"dpo_scale.train: error: {expected}" in err
+    assert not (tmp_path / "out").exists()  # no checkpoints, no adapter: nothing written
+
+
 def test_foreign_checkpoints_refused_unless_overwrite(model, data, tmp_path, capsys):
     from dpo_scale.io import write_json
 

@@ -1,0 +1,55 @@
+"""Scoring answers under teacher forcing: batch prompt + answer rows, pick the logits that predict answer tokens,
+and compare two models' next-token distributions there.
+
+Shared by the KL anchor during training (`anchor_kl`) and the drift measures of the evaluation (`evaluate`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class TeacherForcedBatch:
+    input_ids: torch.Tensor  # (rows, width), right-padded
+    attention_mask: torch.Tensor  # 1 on real tokens, 0 on padding
+    # Over logits positions (same width as input_ids): True where logit t predicts an answer token (t + 1).
+    answer_positions: torch.Tensor
+
+
+def pad_id(tokenizer) -> int:
+    """The id to pad with; its value never matters (masked, and after the real tokens), it only has to exist."""
+    for token_id in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if token_id is not None:
+            return token_id
+    return 0
+
+
+def pad_right(rows: list[tuple[list[int], int]], pad_id: int) -> TeacherForcedBatch:
+    """Right-pad rows of (token ids of prompt + answer, prompt length) into one batch.
+
+    Right padding keeps each row's real tokens at the same positions as when scored alone (a causal model's
+    logits at a position depend only on the tokens up to it), so batching does not change the scores."""
+    width = max(len(seq) for seq, _ in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros_like(input_ids)
+    answer_positions = torch.zeros_like(input_ids, dtype=torch.bool)
+    for row, (seq, prompt_len) in enumerate(rows):
+        input_ids[row, :len(seq)] = torch.tensor(seq, dtype=torch.long)
+        attention_mask[row, :len(seq)] = 1
+        # logit t predicts token t + 1: answer tokens prompt_len .. len - 1 are predicted at prompt_len - 1 .. len - 2
+        answer_positions[row, max(prompt_len - 1, 0):len(seq) - 1] = True
+    return TeacherForcedBatch(input_ids, attention_mask, answer_positions)
+
+
+def kl_per_position(ref_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """KL(ref || policy) of the full next-token distributions at each position (last dim: vocabulary).
+
+    Taken in float32 from log_softmax of the logits (bf16 keeps ~3 significant digits: too coarse for the small
+    KLs measured here); no reduction: one value per position."""
+    ref_logp = F.log_softmax(ref_logits.float(), dim=-1)
+    logp = F.log_softmax(logits.float(), dim=-1)
+    return (ref_logp.exp() * (ref_logp - logp)).sum(-1)
