@@ -35,7 +35,8 @@ MFU = flops_per_token * tokens/s / peak. Peak defaults to 790e12 bf16 FLOP/s (--
 bf16 datasheet figure is 989e12, H100 PCIe 756e12).
 
   python benchmarks/gpu_step.py [--batch 8] [--prompt_len 256] [--completion_len 256] [--steps 12] [--warmup 2]
-      [--gradient_checkpointing] [--attn auto|sdpa|flash_attention_2|eager] [--peak_flops 790e12]
+      [--gradient_checkpointing] [--attn auto|sdpa|flash_attention_2|eager] [--liger] [--compile] [--peft_input_cast]
+      [--peak_flops 790e12] [--name RESULT_NAME]
   python benchmarks/gpu_step.py --device cpu --tiny --steps 2 --warmup 1     (smoke run of the code path)
 Writes benchmarks/results/gpu_step.json (gpu_step_smoke.json for --tiny runs, so a smoke run never replaces a
 GPU result).
@@ -133,6 +134,13 @@ def main() -> None:
     ap.add_argument("--gradient_checkpointing", action="store_true")
     ap.add_argument("--attn", choices=["auto", "sdpa", "flash_attention_2", "eager"], default="auto")
     ap.add_argument("--lora_r", type=int, default=16)
+    ap.add_argument("--liger", action="store_true",
+                    help="Liger's layer kernels (RMSNorm, SwiGLU, RoPE; TRL keeps its own fused LM head)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the model (TrainingArguments.torch_compile)")
+    ap.add_argument("--peft_input_cast", action="store_true",
+                    help="keep peft's per-layer fp32 cast of LoRA inputs (the baseline for dpo_scale.lora_speed)")
+    ap.add_argument("--profile", metavar="FILE",
+                    help="profile the two steps after warm-up with torch.profiler; write the op table to FILE")
     ap.add_argument("--peak_flops", type=float, default=790e12, help="peak bf16 FLOP/s of the device")
     ap.add_argument("--name", help="result file name (default gpu_step, or gpu_step_smoke with --tiny)")
     opts = ap.parse_args()
@@ -179,10 +187,12 @@ def main() -> None:
             "max_steps": opts.steps, "per_device_train_batch_size": batch, "gradient_accumulation_steps": opts.accum,
             "max_length": seq, "gradient_checkpointing": opts.gradient_checkpointing, "report_to": "none",
             "save_steps": 10**6, "logging_steps": opts.steps, "lora_r": opts.lora_r, "lora_alpha": 2 * opts.lora_r,
+            "use_liger_kernel": opts.liger,
         })
         args = dpo_config(recipe, Path(tmp), 1)
         args.save_strategy = "no"
         args.disable_tqdm = True
+        args.torch_compile = opts.compile
         peft_config = LoraConfig(r=recipe.lora_r, lora_alpha=recipe.lora_alpha, lora_dropout=recipe.lora_dropout,
                                  target_modules="all-linear", task_type="CAUSAL_LM")
         timing = {"step_s": [], "t0": 0.0}
@@ -196,8 +206,34 @@ def main() -> None:
                 sync()
                 timing["step_s"].append(time.perf_counter() - timing["t0"])
 
+        class StepProfiler(TrainerCallback):
+            """Where a step's GPU time goes: kernels of the two steps after warm-up (they are timed too, so a
+            profiled run's s/step is not a result)."""
+
+            def __init__(self):
+                self.prof = None
+
+            def on_step_begin(self, args_, state, control, **kw):
+                if state.global_step == opts.warmup and self.prof is None:
+                    self.prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
+                                                                   torch.profiler.ProfilerActivity.CUDA])
+                    self.prof.__enter__()
+
+            def on_step_end(self, args_, state, control, **kw):
+                if self.prof is not None and state.global_step == opts.warmup + 2:
+                    sync()
+                    self.prof.__exit__(None, None, None)
+                    table = self.prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=40,
+                                                           max_name_column_width=70)
+                    Path(opts.profile).write_text(table)
+                    print(table[:6000])
+
+        callbacks = [StepTimer()] + ([StepProfiler()] if opts.profile else [])
         trainer = DPOTrainer(model=model, ref_model=None, args=args, processing_class=tokenizer,
-                             train_dataset=dataset, peft_config=peft_config, callbacks=[StepTimer()])
+                             train_dataset=dataset, peft_config=peft_config, callbacks=callbacks)
+        from dpo_scale.lora_speed import speed_up_lora
+
+        lora_layers_uncast = 0 if opts.peft_input_cast else speed_up_lora(trainer)  # as dpo_scale.train does
         lengths = {(len(r["prompt_ids"]), len(r["chosen_ids"]), len(r["rejected_ids"])) for r in trainer.train_dataset}
         if lengths != {(prompt_len, completion_len, completion_len)}:
             raise RuntimeError(f"synthetic pairs tokenized to {sorted(lengths)[:5]}, expected "
@@ -226,6 +262,8 @@ def main() -> None:
                      "completion_len": completion_len, "seq_len": seq, "steps": opts.steps, "warmup": opts.warmup,
                      "timed_steps": len(timed), "dtype": "bfloat16", "attn_implementation": attn,
                      "gradient_checkpointing": opts.gradient_checkpointing, "lora": f"r{opts.lora_r} all-linear",
+                     "liger_layer_kernels": opts.liger, "torch_compile": opts.compile,
+                     "peft_input_cast": opts.peft_input_cast, "lora_layers_uncast": lora_layers_uncast,
                      "peak_flops": opts.peak_flops, "config": shape},
         "params_total": n_total, "params_matmul": n_matmul, "params_lora": n_lora,
         "flops_per_token": flops,

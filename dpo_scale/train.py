@@ -133,9 +133,25 @@ def preflight(recipe: Recipe) -> None:
 
     read_pairs(recipe)
     check_output(recipe)
+    check_liger(recipe)
     if recipe.use_lora:
         check_target_modules_on_meta(resolve_model(recipe.model, recipe.gguf_file, recipe.cache_dir),
                                      recipe.lora_target_modules)
+
+
+def check_liger(recipe: Recipe) -> None:
+    if not recipe.use_liger_kernel:
+        return
+    import importlib.util
+
+    import torch
+
+    if recipe.device == "cpu" or not torch.cuda.is_available():
+        raise DpoScaleError("config key 'use_liger_kernel': Liger's kernels are Triton GPU kernels and need a CUDA "
+                            "device; set use_liger_kernel: false on this machine")
+    if importlib.util.find_spec("liger_kernel") is None:
+        raise DpoScaleError("config key 'use_liger_kernel': the liger-kernel package is not installed "
+                            "(pip install -e '.[liger]')")
 
 
 def _cpu_distributed() -> dict:
@@ -197,6 +213,7 @@ def dpo_config(recipe: Recipe, output_dir: Path, world_size: int, ddp_backend: s
         use_cpu=cpu and not deepspeed,
         gradient_checkpointing=recipe.gradient_checkpointing,
         precompute_ref_log_probs=recipe.precompute_ref_log_probs,
+        use_liger_kernel=recipe.use_liger_kernel,
         report_to=[] if recipe.report_to == "none" else [recipe.report_to],
         seed=recipe.seed,
         data_seed=recipe.seed,
@@ -267,6 +284,7 @@ def train(recipe: Recipe) -> Path:
     state = PartialState(**dist_kwargs)
     started = time.time()
     _check_supported(recipe, state)
+    check_liger(recipe)
     dataset, anchor_rows = load_pairs(recipe)  # before any folder is touched: bad data fails fast on every rank
     guard_output(recipe, state)
     with state.main_process_first():
@@ -327,6 +345,11 @@ def train(recipe: Recipe) -> Path:
         model=model, ref_model=None, args=args, processing_class=tokenizer, train_dataset=dataset,
         peft_config=peft_config, callbacks=[MetricsToJsonl()], **trainer_kwargs,
     )
+    lora_layers_uncast = 0
+    if recipe.use_lora:
+        from dpo_scale.lora_speed import speed_up_lora
+
+        lora_layers_uncast = speed_up_lora(trainer)
     last = last_checkpoint(ckpt, state.is_main_process) if recipe.resume else None
     state.wait_for_everyone()
     if last:
@@ -351,6 +374,7 @@ def train(recipe: Recipe) -> Path:
                 "processes": state.num_processes, "distributed_type": state.distributed_type.value,
                 "pairs": len(dataset), "global_step": trainer.state.global_step, "bf16": args.bf16,
                 "adapter_dtype": str(next((p.dtype for p in trainer.model.parameters() if p.requires_grad), None)),
+                "lora_layers_uncast": lora_layers_uncast,
                 "gradient_checkpointing": args.gradient_checkpointing,
                 "gradient_checkpointing_kwargs": args.gradient_checkpointing_kwargs,
                 "train_runtime_s": result.metrics.get("train_runtime"), "resumed_from": last,

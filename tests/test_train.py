@@ -2,6 +2,7 @@
 errors (exit status 2, one message, no traceback). Multi-process profiles: tests/distributed/."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -140,6 +141,24 @@ def test_resume_after_kill_9(uninterrupted, model, data, tmp_path, capsys):
         torch.testing.assert_close(resumed[key], straight[key], rtol=1e-3, atol=1e-4)
 
 
+def test_bf16_autocast_skips_peft_input_cast(model, data, tmp_path, capsys):
+    """bf16 base + bf16 autocast: every LoRA layer runs without peft's fp32 input copy (dpo_scale/lora_speed.py),
+    and training still learns (finite losses, adapter saved); without autocast nothing is switched off."""
+    out = tmp_path / "bf16"
+    rc, err = run_main(args_for(model, data, out, "--bf16", "true", "--dtype", "bfloat16", steps=2), capsys)
+    assert rc == 0, err[-3000:]
+    info = manifest(out)
+    assert info["bf16"] is True and info["adapter_dtype"] == "torch.float32"
+    assert info["lora_layers_uncast"] > 0
+    losses = [json.loads(line)["loss"] for line in (out / "adapter" / "metrics.jsonl").read_text().splitlines()
+              if '"loss"' in line]
+    assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
+    plain = tmp_path / "fp32"
+    rc, err = run_main(args_for(model, data, plain, steps=1), capsys)
+    assert rc == 0, err[-3000:]
+    assert manifest(plain)["lora_layers_uncast"] == 0
+
+
 def test_qlora_4bit(model, data, tmp_path, capsys):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -187,6 +206,7 @@ ROW = {"prompt": [{"role": "user", "content": "Who are you?"}], "chosen": [{"rol
     ("beta", ["--beta", "0"], ["'beta'", "must be > 0"]),
     ("loss", ["--loss_type", "sigmoid,nope"], ["unknown loss type 'nope'"]),
     ("target", ["--lora_target_modules", "q_proj,qkv_proj"], ["lora_target_modules", "qkv_proj", "not found"]),
+    ("liger_on_cpu", ["--use_liger_kernel", "true", "--device", "cpu"], ["'use_liger_kernel'", "CUDA device"]),
 ])
 def test_clear_errors(case, extra, fragments, model, data, tmp_path, capsys):
     data_dir = data
