@@ -76,6 +76,8 @@ def test_hf_backend_equals_plain_generate(tiny_model, monkeypatch):
 
     tokenizer = load_tokenizer(tiny_model)
     model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
+    # the tiny vocabulary (600) in slices of 64: the sliced output projection runs in every generation below
+    monkeypatch.setattr("dpo_scale.generation.fast_decode.LM_HEAD_CHUNK", 64)
     texts = [p.text for p in load_prompts("builtin:identity", limit=5)]
     texts += [p.text for p in load_prompts("builtin:ordinary_prompts", limit=4)]
     texts.append("Hi")  # a very short prompt next to long ones: lots of left padding
@@ -269,7 +271,7 @@ def test_fast_decode_parts_match_transformers_own(tiny_model):
     import torch
     from transformers import AutoModelForCausalLM, DynamicCache
 
-    from dpo_scale.generation.fast_decode import GQA_ATTENTION, gqa_attention, preallocated_cache
+    from dpo_scale.generation.fast_decode import GQA_ATTENTION, chunked_lm_head, gqa_attention, preallocated_cache
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32, attn_implementation="sdpa").eval()
     assert model.config.num_key_value_heads < model.config.num_attention_heads  # grouped heads really occur
@@ -293,6 +295,30 @@ def test_fast_decode_parts_match_transformers_own(tiny_model):
         fast = decode(preallocated_cache(model.config.num_hidden_layers, extra_tokens=2))  # 3 more: must grow
     assert model.config._attn_implementation == "sdpa"  # restored
     torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-5)
+
+    head = model.get_output_embeddings()
+    with chunked_lm_head(model, chunk=64):
+        assert "forward" in vars(head)
+        sliced = decode(DynamicCache())
+    assert "forward" not in vars(head)  # back to nn.Linear.forward
+    torch.testing.assert_close(sliced, reference, rtol=1e-5, atol=1e-5)
+    with chunked_lm_head(model, chunk=300):  # two chunks or fewer: not worth it, left alone
+        assert "forward" not in vars(head)
+
+
+def test_chunked_linear_equals_linear():
+    import torch
+
+    from dpo_scale.generation.fast_decode import chunked_linear
+
+    g = torch.Generator().manual_seed(0)
+    x, weight, bias = torch.randn(3, 5, 48, generator=g), torch.randn(1000, 48, generator=g), torch.randn(1000)
+    for chunk in (7, 128, 999, 1000, 4096):
+        # the same dot product per logit; the GEMM kernel may round a ragged slice's last bits differently
+        torch.testing.assert_close(chunked_linear(x, weight, bias, chunk), torch.nn.functional.linear(x, weight, bias),
+                                   rtol=1e-6, atol=1e-5)
+        torch.testing.assert_close(chunked_linear(x, weight, None, chunk), torch.nn.functional.linear(x, weight),
+                                   rtol=1e-6, atol=1e-5)
 
 
 def test_shared_prefix_length():

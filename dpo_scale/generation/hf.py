@@ -1,6 +1,6 @@
 """Batched transformers generation: left padding, length-sorted buckets, KV cache, and finished rows
 dropped from the batch so that long answers do not keep short ones' slots busy. On CPU the KV cache is
-written in place and grouped KV heads are not copied (`fast_decode`)."""
+written in place, grouped KV heads are not copied and the vocabulary projection runs in slices (`fast_decode`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from dpo_scale.generation.base import Completion, Sampling
-from dpo_scale.generation.fast_decode import gqa_attention, preallocated_cache
+from dpo_scale.generation.fast_decode import chunked_lm_head, gqa_attention, preallocated_cache
 
 MIN_SHARED_PREFIX = 8  # shorter common prefixes are not worth the extra forward pass
 
@@ -48,7 +48,7 @@ class HFGenerator:
         generator = torch.Generator().manual_seed(seed)
         for start in range(0, len(order), self.batch_size):
             batch = order[start : start + self.batch_size]
-            with gqa_attention(self.model):
+            with gqa_attention(self.model), chunked_lm_head(self.model):
                 outs = self._generate_batch([prompt_ids[i] for i in batch], sampling, generator)
             for i, out in zip(batch, outs, strict=True):
                 results[i] = out
