@@ -304,6 +304,12 @@ def test_fast_decode_parts_match_transformers_own(tiny_model):
     torch.testing.assert_close(sliced, reference, rtol=1e-5, atol=1e-5)
     with chunked_lm_head(model, chunk=300):  # two chunks or fewer: not worth it, left alone
         assert "forward" not in vars(head)
+    hooked = head.forward  # e.g. accelerate's hook: an instance attribute that must survive
+    head.forward = hooked
+    with chunked_lm_head(model, chunk=64):
+        assert vars(head)["forward"] is hooked
+    assert vars(head)["forward"] is hooked
+    del head.forward
 
 
 def test_chunked_linear_equals_linear():

@@ -83,7 +83,8 @@ def chunked_lm_head(model: torch.nn.Module, chunk: int | None = None):
     scaling or soft-capping that a model applies after it still runs in the model's forward."""
     chunk = chunk or LM_HEAD_CHUNK
     head = model.get_output_embeddings()
-    if model.device.type != "cpu" or type(head) is not torch.nn.Linear or head.out_features <= 2 * chunk:
+    if (model.device.type != "cpu" or type(head) is not torch.nn.Linear or head.out_features <= 2 * chunk
+            or "forward" in vars(head)):  # a hooked forward (accelerate's device_map/offload): leave it alone
         yield
         return
     head.forward = lambda x: chunked_linear(x, head.weight, head.bias, chunk)
