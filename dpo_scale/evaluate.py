@@ -112,11 +112,11 @@ def answer_all(model, tokenizer, prompt_ids: list[list[int]], max_new_tokens: in
     return [c.text.strip() for c in completions]
 
 
-def _logits_at(model, batch: TeacherForcedBatch, *positions: torch.Tensor) -> list[torch.Tensor]:
-    """The model's logits at each mask of positions, as float32 on the CPU (one forward pass)."""
+def _answer_logits(model, batch: TeacherForcedBatch) -> torch.Tensor:
+    """The model's logits that predict the batch's answer tokens, as float32 on the CPU (one forward pass)."""
     device = model.device
     logits = model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device)).logits
-    return [logits[mask.to(logits.device)].float().cpu() for mask in positions]
+    return logits[batch.answer_positions.to(logits.device)].float().cpu()
 
 
 def drift_scores(base, trained, tokenizer, prompt_ids: list[list[int]], answers: list[str], batch_size: int = 16,
@@ -153,12 +153,12 @@ def drift_scores(base, trained, tokenizer, prompt_ids: list[list[int]], answers:
             answer_at = batch.answer_positions
             head_end = torch.tensor(head_ends[start : start + batch_size])
             head_at = answer_at & (torch.arange(answer_at.shape[1]) < head_end[:, None])
-            base_answer, base_head = _logits_at(base, batch, answer_at, head_at)
-            (trained_answer,) = _logits_at(trained, batch, answer_at)
-            kl = kl_per_position(base_answer, trained_answer)
+            base_answer = _answer_logits(base, batch)
+            kl = kl_per_position(base_answer, _answer_logits(trained, batch))
             total += kl.sum().item()
             count += kl.numel()
-            top2 = torch.log_softmax(base_head, -1).topk(2, dim=-1).values
+            # the first sentence's positions are a subset of the answer's: pick them from the same logits
+            top2 = torch.log_softmax(base_answer[head_at[answer_at]], -1).topk(2, dim=-1).values
             gaps = torch.full(head_at.shape, math.inf)
             gaps[head_at] = top2[:, 0] - top2[:, 1]
             for row, flag in enumerate((gaps < gap).any(dim=1).tolist()):

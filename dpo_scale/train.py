@@ -268,6 +268,7 @@ def _check_supported(recipe: Recipe, state) -> None:
         # ignores the FSDP plugin and trains plain data parallel. Say so instead of pretending.
         raise DpoScaleError("launch profile: FSDP needs GPUs (accelerate runs it on CPU as plain data parallel); "
                             "use the ddp, zero2 or zero3 profile on this machine")
+    check_liger(recipe)
     if recipe.load_in_4bit and state.distributed_type == DistributedType.DEEPSPEED:
         raise DpoScaleError("config key 'load_in_4bit': QLoRA (bitsandbytes 4-bit) is not supported under DeepSpeed "
                             "by this tool; use the cpu or ddp launch profile")
@@ -284,7 +285,6 @@ def train(recipe: Recipe) -> Path:
     state = PartialState(**dist_kwargs)
     started = time.time()
     _check_supported(recipe, state)
-    check_liger(recipe)
     dataset, anchor_rows = load_pairs(recipe)  # before any folder is touched: bad data fails fast on every rank
     guard_output(recipe, state)
     with state.main_process_first():
@@ -345,11 +345,9 @@ def train(recipe: Recipe) -> Path:
         model=model, ref_model=None, args=args, processing_class=tokenizer, train_dataset=dataset,
         peft_config=peft_config, callbacks=[MetricsToJsonl()], **trainer_kwargs,
     )
-    lora_layers_uncast = 0
-    if recipe.use_lora:
-        from dpo_scale.lora_speed import speed_up_lora
+    from dpo_scale.lora_speed import speed_up_lora
 
-        lora_layers_uncast = speed_up_lora(trainer)
+    lora_layers_uncast = speed_up_lora(trainer)  # 0 without LoRA layers or without autocast
     last = last_checkpoint(ckpt, state.is_main_process) if recipe.resume else None
     state.wait_for_everyone()
     if last:
