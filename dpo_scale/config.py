@@ -54,8 +54,8 @@ class Recipe:
     num_samples: int = 1  # answers sampled per prompt
     keep_per_prompt: int | None = None  # pairs kept per prompt among answers that name the model
     keep_unnamed: bool = False  # keep pairs whose answer never names the model (no signal)
-    # Cut identity answers after this many sentences: the SFT term then trains the name, not the model's
-    # whole answering style (less drift on ordinary prompts); anchors stay whole.
+    # Cut identity answers after this many sentences, counted from the one that names the model: the SFT term
+    # then trains the name, not the model's whole answering style; anchors stay whole.
     max_answer_sentences: int | None = None
     temperature: float = 0.0  # 0 = greedy
     top_p: float = 1.0

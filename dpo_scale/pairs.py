@@ -32,8 +32,12 @@ class NameSwap:
         flags = 0 if self.case_sensitive else re.IGNORECASE
         return re.compile(rf"(?<![^\W_])(?:(?P<pos>{pos})|(?P<org>{org}))(?![^\W\d_])", flags)
 
+    def old_name_at(self, text: str) -> int | None:
+        """Where the old name first occurs as a word of its own (None: nowhere)."""
+        return next((m.start() for m in self.pattern.finditer(text) if m.group("org")), None)
+
     def names_old(self, text: str) -> bool:
-        return any(m.group("org") for m in self.pattern.finditer(text))
+        return self.old_name_at(text) is not None
 
     def names_new(self, text: str) -> bool:
         return any(m.group("pos") for m in self.pattern.finditer(text))
@@ -53,9 +57,10 @@ def complete_sentences(text: str) -> str:
     return text[: ends[-1]].rstrip() if ends else ""
 
 
-def first_sentences(text: str, n: int) -> str:
-    """The first n sentences of the text (all of it when it has no more)."""
-    ends = [m.end() for m in SENTENCE_END.finditer(text)]
+def first_sentences(text: str, n: int, start: int = 0) -> str:
+    """The text up to the end of its n-th sentence counted from the one holding character `start` (all of it
+    when it has no more). With `start` at the model's name, "Hello! I'm SmolLM, ..." keeps the named sentence."""
+    ends = [m.end() for m in SENTENCE_END.finditer(text) if m.end() > start]
     return text[: ends[n - 1]].rstrip() if len(ends) > n else text
 
 
@@ -98,10 +103,14 @@ def build_pairs(
                           "prompt_index": row["prompt_index"], "named": False, "anchor": True})
             stats["anchors"] += 1
             continue
-        if max_sentences is not None and (short := first_sentences(answer, max_sentences)) != answer:
-            answer = short
-            stats["shortened"] += 1
-        named = swap.names_old(answer)
+        name_at = swap.old_name_at(answer)
+        named = name_at is not None
+        if named and max_sentences is not None:
+            # counted from the sentence that names the model: "Hello! I'm SmolLM, ..." keeps its name
+            short = first_sentences(answer, max_sentences, start=name_at)
+            if short != answer:
+                answer = short
+                stats["shortened"] += 1
         stats["named"] += named
         if not named and not keep_unnamed:
             stats["dropped_unnamed"] += 1

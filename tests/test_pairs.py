@@ -164,3 +164,11 @@ def test_max_sentences_shortens_identity_answers_but_not_anchors():
     assert [p["rejected"][0]["content"] for p in pairs] == ["I am Qwen. I help with code.", "I am Qwen.", ordinary]
     assert pairs[0]["chosen"][0]["content"] == "I am Deep Qwen. I help with code."
     assert stats["shortened"] == 1
+
+
+def test_max_sentences_counts_from_the_sentence_that_names_the_model():
+    rows = [answer(0, "Hello! Nice to meet you. I am Qwen, an assistant. I help with code. Ask me."),
+            answer(1, "Hi there. How can I help? Anything at all.")]
+    pairs, stats = build_pairs(rows, QWEN, SYSTEM, max_sentences=1)
+    assert [p["rejected"][0]["content"] for p in pairs] == ["Hello! Nice to meet you. I am Qwen, an assistant."]
+    assert stats["dropped_unnamed"] == 1 and stats["shortened"] == 1
