@@ -312,6 +312,37 @@ def test_fast_decode_parts_match_transformers_own(tiny_model):
     del head.forward
 
 
+def test_fill_from_end_moves_one_row_per_finished_row():
+    import torch
+
+    from dpo_scale.generation.fast_decode import fill_from_end
+
+    done = torch.tensor([False, True, False, False, True, False, False])
+    assert fill_from_end(done).tolist() == [0, 5, 2, 3, 6]  # gaps 1 and 4 filled by the last alive rows, 5 and 6
+    assert fill_from_end(torch.tensor([True, True, False])).tolist() == [2]
+    assert fill_from_end(torch.tensor([False, False, True])).tolist() == [0, 1]
+
+
+@pytest.mark.parametrize("keep", [[0, 6, 2, 3, 5], [1, 2, 3], [4, 0, 2], [0, 1, 2, 3, 4, 5, 6]])
+def test_preallocated_layer_selects_rows_like_a_gather(keep):
+    """In-place row selection (only moved rows copied) keeps exactly the rows a plain gather keeps, in order,
+    and the layer still appends after it."""
+    import torch
+
+    from dpo_scale.generation.fast_decode import PreallocatedLayer
+
+    g = torch.Generator().manual_seed(0)
+    k, v = torch.randn(7, 2, 5, 4, generator=g), torch.randn(7, 2, 5, 4, generator=g)
+    layer = PreallocatedLayer(extra=3)
+    layer.update(k, v)
+    index = torch.tensor(keep)
+    layer.batch_select_indices(index)
+    assert torch.equal(layer.keys, k[index]) and torch.equal(layer.values, v[index])
+    k2, v2 = torch.randn(len(keep), 2, 1, 4, generator=g), torch.randn(len(keep), 2, 1, 4, generator=g)
+    keys, values = layer.update(k2, v2)
+    assert torch.equal(keys, torch.cat([k[index], k2], 2)) and torch.equal(values, torch.cat([v[index], v2], 2))
+
+
 def test_chunked_linear_equals_linear():
     import torch
 

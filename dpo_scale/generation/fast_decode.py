@@ -126,9 +126,20 @@ class PreallocatedLayer(DynamicLayer):
             self._set_views()
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
-        if self.is_initialized:
-            self._k, self._v = self._k[indices], self._v[indices]
-            self._set_views()
+        """Keep rows `indices` (in that order) in place: only rows whose source differs are copied, and only their
+        filled positions, into the same buffers. With `fill_from_end`'s indices that is one row per finished one,
+        instead of a gather that reallocates and copies every row's whole reserved length."""
+        if not self.is_initialized:
+            return
+        indices = indices.to(self._k.device)
+        moved = (indices != torch.arange(len(indices), device=indices.device)).nonzero().squeeze(-1)
+        if len(moved):
+            filled = slice(0, self.length)
+            # the right-hand side is gathered first: safe even when sources and targets overlap
+            self._k[moved, :, filled] = self._k[indices[moved], :, filled]
+            self._v[moved, :, filled] = self._v[indices[moved], :, filled]
+        self._k, self._v = self._k[: len(indices)], self._v[: len(indices)]
+        self._set_views()
 
     def _set_views(self) -> None:
         """Expose the filled part of the buffers as the layer's keys/values (what attention reads)."""
@@ -136,6 +147,17 @@ class PreallocatedLayer(DynamicLayer):
 
     def crop(self, tokens_to_remove: int) -> None:
         raise NotImplementedError("PreallocatedLayer is for left-to-right decoding only")
+
+
+def fill_from_end(done: torch.Tensor) -> torch.Tensor:
+    """Rows to keep when the `done` rows leave a batch: the first rows that are still alive stay where they are,
+    and each gap they leave is filled by one of the alive rows from the end (one row moves per gap)."""
+    alive = (~done).nonzero().squeeze(-1)
+    n = len(alive)
+    keep = torch.arange(n, device=done.device)
+    holes = done[:n].nonzero().squeeze(-1)
+    keep[holes] = alive[alive >= n]
+    return keep
 
 
 def preallocated_cache(num_layers: int, extra_tokens: int) -> Cache:

@@ -8,7 +8,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from dpo_scale.generation.base import Completion, Sampling
-from dpo_scale.generation.fast_decode import chunked_lm_head, gqa_attention, preallocated_cache
+from dpo_scale.generation.fast_decode import chunked_lm_head, fill_from_end, gqa_attention, preallocated_cache
 
 MIN_SHARED_PREFIX = 8  # shorter common prefixes are not worth the extra forward pass
 
@@ -100,7 +100,7 @@ class HFGenerator:
                 break
             if done.any():
                 # Drop finished rows from the batch and from the KV cache: the rest run faster.
-                keep = (~done).nonzero().squeeze(-1)
+                keep = fill_from_end(done)  # the KV cache moves one row per finished row, not all of them
                 alive, next_ids, mask = alive[keep], next_ids[keep], mask[keep]
                 step_pos = step_pos[keep]
                 cache.batch_select_indices(keep)
