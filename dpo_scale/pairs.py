@@ -105,16 +105,16 @@ def build_pairs(
             continue
         name_at = swap.old_name_at(answer)
         named = name_at is not None
-        if named and max_sentences is not None:
-            # counted from the sentence that names the model: "Hello! I'm SmolLM, ..." keeps its name
-            short = first_sentences(answer, max_sentences, start=name_at)
-            if short != answer:
-                answer = short
-                stats["shortened"] += 1
         stats["named"] += named
         if not named and not keep_unnamed:
             stats["dropped_unnamed"] += 1
             continue
+        if max_sentences is not None:
+            # counted from the sentence that names the model: "Hello! I'm SmolLM, ..." keeps its name
+            short = first_sentences(answer, max_sentences, start=name_at or 0)
+            if short != answer:
+                answer = short
+                stats["shortened"] += 1
         if (row["prompt_index"], answer) in seen:  # sampled duplicates teach nothing new
             stats["dropped_duplicate"] += 1
             continue

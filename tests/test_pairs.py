@@ -172,3 +172,6 @@ def test_max_sentences_counts_from_the_sentence_that_names_the_model():
     pairs, stats = build_pairs(rows, QWEN, SYSTEM, max_sentences=1)
     assert [p["rejected"][0]["content"] for p in pairs] == ["Hello! Nice to meet you. I am Qwen, an assistant."]
     assert stats["dropped_unnamed"] == 1 and stats["shortened"] == 1
+    kept, stats = build_pairs(rows, QWEN, SYSTEM, max_sentences=1, keep_unnamed=True)
+    assert kept[1]["rejected"][0]["content"] == "Hi there."  # unnamed answers kept are cut from their start
+    assert stats["shortened"] == 2
