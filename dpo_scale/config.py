@@ -123,6 +123,10 @@ class Recipe:
     # pairs (SFT term only).
     anchor_kl_weight: float = 0.0
     anchor_batch_size: int | None = None  # anchors per micro-step (default: per_device_train_batch_size)
+    # Train each identity answer only up to this many tokens past its first name token (where chosen and rejected
+    # first differ); the rest of the answer and its end-of-turn stay out of the loss (dpo_scale/name_window.py).
+    # None: whole answers.
+    name_window_tokens: int | None = None
 
     # --- evaluation ----------------------------------------------------------------------------
     eval_questions: str = "builtin:identity_heldout"
@@ -175,7 +179,7 @@ class Recipe:
                 raise bad(key, f"must be > 0, got {getattr(self, key)}")
         if self.num_samples > 1 and self.temperature <= 0:
             raise bad("num_samples", "several samples per prompt need temperature > 0 (greedy repeats itself)")
-        for key in ("max_prompts", "max_anchor_prompts", "max_answer_sentences"):
+        for key in ("max_prompts", "max_anchor_prompts", "max_answer_sentences", "name_window_tokens"):
             if getattr(self, key) is not None and getattr(self, key) <= 0:
                 raise bad(key, "must be > 0 or null")
         if self.keep_per_prompt is not None and self.keep_per_prompt <= 0:

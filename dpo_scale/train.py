@@ -29,7 +29,7 @@ TRAIN_KEYS = (
     "learning_rate", "lr_scheduler_type", "warmup_ratio", "weight_decay", "per_device_train_batch_size",
     "gradient_accumulation_steps", "num_train_epochs", "max_steps", "max_length", "use_lora", "lora_r",
     "lora_alpha", "lora_dropout", "lora_target_modules", "load_in_4bit", "seed", "anchor_kl_weight",
-    "anchor_batch_size",
+    "anchor_batch_size", "name_window_tokens",
 )
 
 
@@ -341,6 +341,10 @@ def train(recipe: Recipe) -> Path:
         trainer_class = AnchoredDPOTrainer
         trainer_kwargs = {"anchor_rows": anchor_rows, "anchor_kl_weight": recipe.anchor_kl_weight,
                           "anchor_batch_size": recipe.anchor_batch_size or recipe.per_device_train_batch_size}
+    if recipe.name_window_tokens:
+        from dpo_scale.name_window import with_name_window
+
+        trainer_class = with_name_window(trainer_class, recipe.name_window_tokens)
     trainer = trainer_class(
         model=model, ref_model=None, args=args, processing_class=tokenizer, train_dataset=dataset,
         peft_config=peft_config, callbacks=[MetricsToJsonl()], **trainer_kwargs,
