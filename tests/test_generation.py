@@ -90,6 +90,20 @@ def test_hf_backend_equals_plain_generate(tiny_model, monkeypatch):
     order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
     assert all(shared_prefix_length([ids[i] for i in order[b : b + 4]]) >= MIN_SHARED_PREFIX
                for b in range(0, len(ids), 4))
+    # some batch really was prefilled in several groups of different widths ("Hi" next to long prompts)
+    from dpo_scale.generation.fast_decode import prefill_groups
+
+    def prefill_calls(batch: list[list[int]]) -> int:
+        shared = shared_prefix_length(batch)
+        return len(prefill_groups([len(p) - shared for p in batch]))
+
+    assert any(prefill_calls([ids[i] for i in order[b : b + 4]]) > 1 for b in range(0, len(ids), 4))
+    # transformers' own cache and one full-width prefill (the path for sliding-window models): same texts
+    monkeypatch.setattr(HFGenerator, "_preallocates", lambda self: False)
+    dynamic = HFGenerator(model, tokenizer, batch_size=4).generate(ids, Sampling(max_new, 0.0), seed=0)
+    assert [c.text for c in dynamic] == [c.text for c in batched]
+    monkeypatch.undo()
+    monkeypatch.setattr("dpo_scale.generation.fast_decode.LM_HEAD_CHUNK", 64)
     monkeypatch.setattr("dpo_scale.generation.hf.MIN_SHARED_PREFIX", 10**6)
     unshared = HFGenerator(model, tokenizer, batch_size=4).generate(ids, Sampling(max_new, 0.0), seed=0)
     assert [c.text for c in unshared] == [c.text for c in batched]
@@ -310,6 +324,55 @@ def test_fast_decode_parts_match_transformers_own(tiny_model):
         assert vars(head)["forward"] is hooked
     assert vars(head)["forward"] is hooked
     del head.forward
+
+
+def test_prefill_groups():
+    from dpo_scale.generation.fast_decode import prefill_groups
+
+    assert prefill_groups([10, 60, 20, 21, 16, 50]) == [[1, 5], [3, 2, 4], [0]]
+    assert prefill_groups([5, 5, 5]) == [[0, 1, 2]]
+    assert prefill_groups([4, 8], ratio=0.1) == [[1, 0]]
+
+
+@pytest.mark.parametrize("prefix", [[], [11, 12, 13]])
+def test_grouped_prefill_equals_one_full_width_prefill(tiny_model, prefix):
+    """Group-by-group prefill leaves the cache and logits of a full-width left-padded prefill, and decoding
+    on from it gives the same logits (padding slots zeroed and masked)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from dpo_scale.generation.fast_decode import grouped_prefill, preallocated_cache, prefill_groups
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
+    rests = [[5, 6, 7, 8, 9, 10, 4, 3], [7, 3], [2, 9, 8, 7, 6, 5, 4], [1]]
+    assert len(prefill_groups([len(r) for r in rests])) == 3
+    width, shared, rows = max(map(len, rests)), len(prefix), len(rests)
+    ids = torch.zeros((rows, width), dtype=torch.long)
+    rest_mask = torch.zeros((rows, width), dtype=torch.long)
+    for row, r in enumerate(rests):
+        ids[row, width - len(r):], rest_mask[row, width - len(r):] = torch.tensor(r), 1
+    pos = shared + (rest_mask.cumsum(-1) - 1).clamp(min=0)
+    mask = torch.cat([rest_mask.new_ones((rows, shared)), rest_mask], 1)
+    full_ids = torch.cat([torch.tensor([prefix] * rows, dtype=torch.long).reshape(rows, shared), ids], 1)
+    full_pos = torch.cat([torch.arange(shared).expand(rows, shared), pos], 1)
+
+    def decode_on(cache, logits, steps=3):
+        out, m, p = [logits], mask, pos[:, -1:]
+        with torch.inference_mode():
+            for _ in range(steps):
+                m, p = torch.cat([m, m.new_ones((rows, 1))], 1), p + 1
+                x = out[-1].argmax(-1, keepdim=True)
+                out.append(model(input_ids=x, attention_mask=m, position_ids=p, past_key_values=cache,
+                                 use_cache=True).logits[:, -1].float())
+        return torch.stack(out)
+
+    with torch.inference_mode():
+        reference_cache = preallocated_cache(model.config.num_hidden_layers, 3)
+        first = model(input_ids=full_ids, attention_mask=mask, position_ids=full_pos,
+                      past_key_values=reference_cache, use_cache=True).logits[:, -1].float()
+        cache, logits = grouped_prefill(model, prefix, ids, rest_mask, pos, extra_tokens=3)
+    assert cache.layers[0].keys.shape == reference_cache.layers[0].keys.shape
+    torch.testing.assert_close(decode_on(cache, logits), decode_on(reference_cache, first), rtol=1e-5, atol=1e-5)
 
 
 def test_fill_from_end_moves_one_row_per_finished_row():

@@ -8,7 +8,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from dpo_scale.generation.base import Completion, Sampling
-from dpo_scale.generation.fast_decode import chunked_lm_head, fill_from_end, gqa_attention, preallocated_cache
+from dpo_scale.generation.fast_decode import chunked_lm_head, fill_from_end, gqa_attention, grouped_prefill
 
 MIN_SHARED_PREFIX = 8  # shorter common prefixes are not worth the extra forward pass
 
@@ -68,11 +68,6 @@ class HFGenerator:
             shared = 0
         rests = [p[shared:] for p in prompts]
         width = max(len(r) for r in rests)
-        cache = self._new_cache(width + sampling.max_new_tokens)
-        if shared:
-            self.model(input_ids=torch.tensor([prompts[0][:shared]], device=device), past_key_values=cache,
-                       use_cache=True, logits_to_keep=1)
-            cache.batch_repeat_interleave(len(prompts))
         input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
         rest_mask = torch.zeros((len(prompts), width), dtype=torch.long)
         for row, ids in enumerate(rests):  # left padding (after the shared prefix): last tokens aligned
@@ -81,22 +76,30 @@ class HFGenerator:
         input_ids, rest_mask = input_ids.to(device), rest_mask.to(device)
         position_ids = shared + (rest_mask.cumsum(-1) - 1).clamp(min=0)
         mask = torch.cat([rest_mask.new_ones((len(prompts), shared)), rest_mask], dim=1)
+        if self._preallocates():
+            cache, logits = grouped_prefill(self.model, prompts[0][:shared], input_ids, rest_mask, position_ids,
+                                            sampling.max_new_tokens)
+        else:  # sliding windows and hybrids: transformers' own cache, one full-width prefill
+            from transformers import DynamicCache
+
+            cache = DynamicCache(config=self.model.config)
+            if shared:
+                self.model(input_ids=torch.tensor([prompts[0][:shared]], device=device), past_key_values=cache,
+                           use_cache=True, logits_to_keep=1)
+                cache.batch_repeat_interleave(len(prompts))
+            logits = self.model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
+                                past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1, :].float()
 
         generated: list[list[int]] = [[] for _ in prompts]
         alive = torch.arange(len(prompts), device=device)  # rows still generating
         eos = torch.tensor(sorted(self.eos_ids), device=device)
-        step_ids, step_pos = input_ids, position_ids
-        for _ in range(sampling.max_new_tokens):
-            out = self.model(
-                input_ids=step_ids, attention_mask=mask, position_ids=step_pos, past_key_values=cache,
-                use_cache=True, logits_to_keep=1,  # only the last position: the prompt's logits are vocab-sized
-            )
-            logits = out.logits[:, -1, :].float()
+        step_pos = position_ids[:, -1:]
+        for step in range(sampling.max_new_tokens):
             next_ids = self._pick(logits, sampling, generator)
             for row, token in zip(alive.tolist(), next_ids.tolist(), strict=True):
                 generated[row].append(token)
             done = torch.isin(next_ids, eos)
-            if done.all():
+            if done.all() or step + 1 == sampling.max_new_tokens:
                 break
             if done.any():
                 # Drop finished rows from the batch and from the KV cache: the rest run faster.
@@ -105,8 +108,11 @@ class HFGenerator:
                 step_pos = step_pos[keep]
                 cache.batch_select_indices(keep)
             mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
-            step_ids = next_ids.unsqueeze(-1)
-            step_pos = step_pos[:, -1:] + 1
+            step_pos = step_pos + 1
+            logits = self.model(
+                input_ids=next_ids.unsqueeze(-1), attention_mask=mask, position_ids=step_pos, past_key_values=cache,
+                use_cache=True, logits_to_keep=1,
+            ).logits[:, -1, :].float()
         completions = []
         for tokens in generated:
             text_tokens = [t for t in tokens if t not in self.eos_ids]
@@ -114,14 +120,11 @@ class HFGenerator:
                                           finished=len(text_tokens) < len(tokens)))
         return completions
 
-    def _new_cache(self, extra_tokens: int):
-        from transformers import DynamicCache
-
+    def _preallocates(self) -> bool:
+        """Full attention in every layer: the KV cache can be preallocated and prefilled group by group."""
         config = self.model.config
         layer_types = getattr(config, "layer_types", None) or ["full_attention"]
-        if getattr(config, "sliding_window", None) is None and set(layer_types) == {"full_attention"}:
-            return preallocated_cache(config.num_hidden_layers, extra_tokens)
-        return DynamicCache(config=config)  # sliding windows and hybrids: transformers' own layers
+        return getattr(config, "sliding_window", None) is None and set(layer_types) == {"full_attention"}
 
     @staticmethod
     def _pick(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator) -> torch.Tensor:
