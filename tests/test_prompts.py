@@ -162,3 +162,11 @@ def test_missing_relative_file_is_not_taken_for_a_hub_name(tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)
     with pytest.raises(DpoScaleError, match=r"prompts/mine\.jsonl.*not found"):
         load_prompts("prompts/mine.jsonl")
+
+
+def test_builtin_drift_prompts_are_not_anchors():
+    """Drift is measured on ordinary prompts the KL anchor never saw (identity: see the test above)."""
+    text = lambda name: {p.text.strip().lower() for p in load_prompts(f"builtin:{name}")}  # noqa: E731
+    anchors, ordinary, recheck = text("anchor_prompts"), text("ordinary_prompts"), text("ordinary_prompts_recheck")
+    assert len(ordinary) == len(recheck) == 40 and len(anchors) == 435
+    assert not anchors & ordinary and not anchors & recheck and not ordinary & recheck
