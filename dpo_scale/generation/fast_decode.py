@@ -1,6 +1,6 @@
-"""Two memory-traffic savers for batched decoding on CPU, where memory bandwidth, not arithmetic, bounds
-each step (measured on the 2-core box with SmolLM2, 64 rows, 150 cached tokens, per layer and step:
-repeating the KV heads 12.7 ms, attention 7 ms, growing the cache by concatenation 4 ms).
+"""Savers of memory traffic and wasted arithmetic for batched decoding (first measured on the 2-core box with
+SmolLM2, 64 rows, 150 cached tokens, per layer and step: repeating the KV heads 12.7 ms, attention 7 ms,
+growing the cache by concatenation 4 ms).
 
 * `sdpa_gqa_attention`: transformers' `sdpa` integration repeats every key/value head for the query heads
   that share it whenever an attention mask is passed (`use_gqa_in_sdpa` requires `attention_mask is None`,

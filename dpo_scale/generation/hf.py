@@ -1,6 +1,7 @@
 """Batched transformers generation: left padding, length-sorted buckets, KV cache, and finished rows
-dropped from the batch so that long answers do not keep short ones' slots busy. On CPU the KV cache is
-written in place, grouped KV heads are not copied and the vocabulary projection runs in slices (`fast_decode`)."""
+dropped from the batch so that long answers do not keep short ones' slots busy. The KV cache is written in
+place and prompts are prefilled in groups of similar length; on CPU grouped KV heads are not copied and the
+vocabulary projection runs in slices (`fast_decode`)."""
 
 from __future__ import annotations
 
