@@ -10,14 +10,13 @@ no end-of-turn. Pairs whose answers are identical (no name in them) stay whole.
 
 from __future__ import annotations
 
+from trl.data_utils import common_prefix_length  # what TRL itself uses to split prompt from completion
+
 
 def first_difference(a: list[int], b: list[int]) -> int | None:
     """Index of the first token where `a` and `b` differ (the shorter length if one prefixes the other);
     None when they are equal."""
-    for i, (x, y) in enumerate(zip(a, b, strict=False)):
-        if x != y:
-            return i
-    return None if len(a) == len(b) else min(len(a), len(b))
+    return None if a == b else common_prefix_length(a, b)
 
 
 def clip_to_name_window(example: dict, tokens: int) -> dict:
