@@ -120,7 +120,7 @@ def main() -> None:
     ap.add_argument("--dtype", default="float32", help="HF dtype (seed loop and hf backend)")
     ap.add_argument("--vllm_dtype", default="float32")
     ap.add_argument("--vllm_reserved_cpus", default=None)
-    ap.add_argument("--batch_size", type=int, default=64)
+    ap.add_argument("--batch_size", type=int, default=128)
     ap.add_argument("--skip_vllm", action="store_true")
     ap.add_argument("--vllm_repeats", type=int, default=1, help="runs of each vLLM engine (best kept)")
     ap.add_argument("--child", choices=["vllm", "raw"])

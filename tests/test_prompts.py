@@ -167,6 +167,10 @@ def test_missing_relative_file_is_not_taken_for_a_hub_name(tmp_path, monkeypatch
 def test_builtin_drift_prompts_are_not_anchors():
     """Drift is measured on ordinary prompts the KL anchor never saw (identity: see the test above)."""
     text = lambda name: {p.text.strip().lower() for p in load_prompts(f"builtin:{name}")}  # noqa: E731
-    anchors, ordinary, recheck = text("anchor_prompts"), text("ordinary_prompts"), text("ordinary_prompts_recheck")
-    assert len(ordinary) == len(recheck) == 40 and len(anchors) == 435
-    assert not anchors & ordinary and not anchors & recheck and not ordinary & recheck
+    sets = {name: text(name) for name in ("anchor_prompts", "ordinary_prompts", "ordinary_prompts_recheck",
+                                          "ordinary_prompts_holdout")}
+    assert [len(s) for s in sets.values()] == [435, 40, 40, 60]
+    names = list(sets)
+    for i, first in enumerate(names):
+        for second in names[i + 1:]:
+            assert not sets[first] & sets[second], (first, second)
