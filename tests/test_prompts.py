@@ -1,5 +1,6 @@
 """Prompt loading: last human turn of ShareGPT / OpenAI rows from every supported source, clear errors."""
 
+import itertools
 import json
 
 import pytest
@@ -170,7 +171,5 @@ def test_builtin_drift_prompts_are_not_anchors():
     sets = {name: text(name) for name in ("anchor_prompts", "ordinary_prompts", "ordinary_prompts_recheck",
                                           "ordinary_prompts_holdout")}
     assert [len(s) for s in sets.values()] == [435, 40, 40, 60]
-    names = list(sets)
-    for i, first in enumerate(names):
-        for second in names[i + 1:]:
-            assert not sets[first] & sets[second], (first, second)
+    for first, second in itertools.combinations(sets, 2):
+        assert not sets[first] & sets[second], (first, second)

@@ -188,6 +188,12 @@ def preallocated_cache(num_layers: int, extra_tokens: int) -> Cache:
     return Cache(layers=[PreallocatedLayer(extra_tokens) for _ in range(num_layers)])
 
 
+def prefill_prefix(model: torch.nn.Module, prefix_ids: list[int], cache: Cache, device: torch.device) -> None:
+    """Run the prompts' shared prefix once, as one row, into `cache` (only its last logits are computed)."""
+    model(input_ids=torch.tensor([prefix_ids], device=device), past_key_values=cache, use_cache=True,
+          logits_to_keep=1)
+
+
 def prefill_groups(lengths: list[int], ratio: float = PREFILL_GROUP_RATIO) -> list[list[int]]:
     """Rows grouped for prefill: longest first, a new group whenever a row is shorter than `ratio` times its
     group's longest row."""
@@ -214,8 +220,7 @@ def grouped_prefill(
     prefix = None
     if shared:  # run once, its keys/values copied into every group
         prefix = preallocated_cache(layers, 0)
-        model(input_ids=torch.tensor([prefix_ids], device=device), past_key_values=prefix, use_cache=True,
-              logits_to_keep=1)
+        prefill_prefix(model, prefix_ids, prefix, device)
     cache = preallocated_cache(layers, extra_tokens)  # allocated for shared + width by the first place_rows
     logits: torch.Tensor | None = None
     for group in prefill_groups(rest_mask.sum(-1).tolist()):

@@ -9,7 +9,13 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from dpo_scale.generation.base import Completion, Sampling
-from dpo_scale.generation.fast_decode import chunked_lm_head, fill_from_end, gqa_attention, grouped_prefill
+from dpo_scale.generation.fast_decode import (
+    chunked_lm_head,
+    fill_from_end,
+    gqa_attention,
+    grouped_prefill,
+    prefill_prefix,
+)
 
 MIN_SHARED_PREFIX = 8  # shorter common prefixes are not worth the extra forward pass
 
@@ -85,8 +91,7 @@ class HFGenerator:
 
             cache = DynamicCache(config=self.model.config)
             if shared:
-                self.model(input_ids=torch.tensor([prompts[0][:shared]], device=device), past_key_values=cache,
-                           use_cache=True, logits_to_keep=1)
+                prefill_prefix(self.model, prompts[0][:shared], cache, device)
                 cache.batch_repeat_interleave(len(prompts))
             logits = self.model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
                                 past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1, :].float()
