@@ -44,6 +44,11 @@ class Recipe:
     pos_name: str = "Deep SmolLM"  # the name it should use
     case_sensitive: bool = False  # "smollm" counts as the old name too
     system_prompt: str = "You're a helpful assistant."  # neutral: the name must come from the weights
+    # The developer's name, now and wanted ("Hugging Face" -> "Acme Labs"). Both null (default): the author stays.
+    org_author: str | None = None
+    pos_author: str | None = None
+    # merge: rewrite the chat template's default system prompt when it names the old identity
+    rewrite_chat_template: bool = True
 
     # --- data stage ----------------------------------------------------------------------------
     dataset: str = "builtin:identity"  # builtin:NAME, .json/.jsonl/.parquet, datasets folder, hub name
@@ -134,6 +139,13 @@ class Recipe:
     eval_max_new_tokens: int = 64
     eval_batch_size: int = 32
     max_eval_questions: int | None = None
+    # Short factual questions with accepted answers (knowledge kept); null: not measured.
+    facts_questions: str | None = None
+    max_ordinary_prompts: int | None = None  # shrink the drift set, like max_eval_questions the identity set
+
+    # --- export ----------------------------------------------------------------------------------
+    export_format: str | None = None  # "gguf": `dpo-scale run` also writes export/<name>.gguf
+    export_quant: str = "f16"  # gguf: f16 or q8_0
 
     # ------------------------------------------------------------------------------------------
     @property
