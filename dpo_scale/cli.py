@@ -1,5 +1,6 @@
-"""`dpo-scale generate|train|merge|eval|run`: parse, then call the stage. Every recipe key can be
-overridden as `--key value`, the same way in every stage."""
+"""`dpo-scale generate|train|merge|eval|run`: parse, then call the stage. Every recipe key (dpo_scale/config.py)
+and every TRL DPOConfig field can be given as `--key value`, the same way in every stage; `--help` lists them,
+`--print_config` prints the resolved configuration and exits."""
 
 from __future__ import annotations
 
@@ -13,10 +14,17 @@ from dpo_scale.errors import DpoScaleError
 STAGES = ("generate", "train", "merge", "eval", "run")
 
 
+TRAINING_STAGES = ("train", "run")
+
+
 def _parser(stage: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"dpo-scale {stage}", add_help=True,
-                                epilog="Any recipe key can be given as --key value (see dpo_scale/config.py).")
+    p = argparse.ArgumentParser(prog=f"dpo-scale {stage}", add_help=False,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("-h", "--help", action="store_true", help="list every key with its help text and exit")
     p.add_argument("--config", help="recipe YAML (configs/*.yaml)")
+    p.add_argument("--print_config", action="store_true",
+                   help="print the resolved configuration (and, for train and run, the DPOConfig training builds) "
+                   "and exit")
     if stage == "train":
         p.add_argument("--launch", help="accelerate profile under launch/ (cpu, ddp, zero2, zero3, ...): "
                        "re-runs this command under `accelerate launch`")
@@ -32,6 +40,43 @@ def _parser(stage: str) -> argparse.ArgumentParser:
         p.add_argument("--questions", help="identity questions file (default: the held-out split)")
         p.add_argument("--report", help="write the table here (default: <output_dir>/eval.md)")
     return p
+
+
+def _help(stage: str) -> str:
+    """The stage's options, then every recipe key and (train, run) every other DPOConfig key, with help text."""
+    import dataclasses
+
+    from dpo_scale.config import FIELDS, Recipe
+
+    p = _parser(stage)
+    recipe = p.add_argument_group("recipe keys (YAML `key: value` or --key value; dpo_scale/config.py)")
+    defaults = Recipe()
+    for name, f in FIELDS.items():
+        recipe.add_argument(f"--{name}", metavar=_metavar(f.type), default=getattr(defaults, name),
+                            help=_escape(f.metadata.get("help", "")))
+    if stage in TRAINING_STAGES:
+        from dpo_scale.config import dpo_config_fields, passthrough_keys
+
+        trl = p.add_argument_group("TRL DPOConfig / transformers TrainingArguments keys (passed to DPOConfig as "
+                                   "they are)")
+        fields = dpo_config_fields()
+        for name in passthrough_keys():
+            f = fields[name]
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            trl.add_argument(f"--{name}", metavar=_metavar(f.type), default=default,
+                             help=_escape(f.metadata.get("help", "")))
+    else:
+        p.epilog = "Every TRL DPOConfig key is accepted too: `dpo-scale train --help` lists them."
+    return p.format_help()
+
+
+def _metavar(hint) -> str:
+    text = str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")
+    return text.rsplit(".", 1)[-1].upper() if "[" not in text and "|" not in text else "VALUE"
+
+
+def _escape(text: str) -> str:
+    return text.replace("%", "%%")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,7 +103,20 @@ def run_stage(stage: str, rest: list[str]) -> int:
                                             ("merged_dir", args.out)) if v})
     if stage == "eval":
         overrides.update({k: v for k, v in (("model", args.base), ("eval_questions", args.questions)) if v})
+    if args.help:
+        print(_help(stage))
+        return 0
     recipe = load_recipe(args.config, overrides)
+    training_args = None
+    if stage in TRAINING_STAGES:  # TRL's and transformers' own checks, before any work
+        from dpo_scale.train import build_training_args, checkpoint_dir
+
+        training_args = build_training_args(recipe, checkpoint_dir(recipe), world_size=1)
+    if args.print_config:
+        from dpo_scale.config import render_config
+
+        print(render_config(recipe, training_args), end="")
+        return 0
 
     if stage == "generate":
         from dpo_scale.generation.runner import run_data_stage

@@ -1,16 +1,22 @@
 """One typed recipe for every stage: YAML file + `--key value` overrides + validation.
 
-Every field below can be set in a recipe YAML or on the command line (`--beta 0.1`,
-`--loss_type sigmoid,sft`). Stage folders default to sub-folders of `output_dir`.
+A recipe key is a field of `Recipe` below (the project's own keys, and TRL DPOConfig keys whose defaults differ
+from TRL's) or any other field of TRL's DPOConfig (transformers' TrainingArguments included), by its TRL name:
+those go to `Recipe.training_args` and reach DPOConfig as they are. Every key can be set in a recipe YAML or on
+the command line (`--beta 0.1`, `--loss_type sigmoid,sft`, `--optim adamw_torch`); `dpo-scale <stage> --help`
+lists them. Stage folders default to sub-folders of `output_dir`.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import functools
 import hashlib
 import json
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,131 +27,152 @@ from dpo_scale.errors import DpoScaleError
 
 BACKENDS = ("auto", "hf", "vllm")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-# TRL 1.x DPOConfig.loss_type values (trl/trainer/dpo_config.py).
-LOSS_TYPES = (
-    "sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
-    "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft",
-)
-REPORT_TO = ("none", "tensorboard", "wandb")
+# DPOConfig fields dpo_scale sets itself, and the recipe key to use instead.
+RESERVED = {"use_cpu": "set device: cpu instead"}
+
+
+def setting(default: Any = None, doc: str = "", *, factory: Callable[[], Any] | None = None) -> Any:
+    """A recipe field with its `--help` text."""
+    if factory is not None:
+        return field(default_factory=factory, metadata={"help": doc})
+    return field(default=default, metadata={"help": doc})
 
 
 @dataclass
 class Recipe:
     # --- model -------------------------------------------------------------------------------
-    model: str = "smollm2"  # "smollm2" (embedded), a hub id, a local folder, or a .gguf file
-    gguf_file: str | None = None  # GGUF file name inside `model` when `model` is a folder/id
-    dtype: str = "float32"
-    device: str = "auto"  # auto, cpu, cuda, cuda:1 ...
-    chat_template: str | None = None  # a Jinja file or string for tokenizers without one
-    cache_dir: str | None = None  # converted models; default $DPO_SCALE_CACHE or ~/.cache/dpo_scale
+    model: str = setting("smollm2", '"smollm2" (embedded), a hub id, a local folder, or a .gguf file')
+    gguf_file: str | None = setting(None, "GGUF file name inside `model` when `model` is a folder or hub id")
+    dtype: str = setting("float32", f"dtype the model is loaded in ({', '.join(DTYPES)}); generation too, unless "
+                         "gen_dtype")
+    device: str = setting("auto", "auto, cpu, cuda, cuda:1 ...; cpu also trains on the CPU where CUDA exists")
+    chat_template: str | None = setting(None, "a Jinja file or string, for tokenizers without a chat template")
+    cache_dir: str | None = setting(None, "converted models; default $DPO_SCALE_CACHE or ~/.cache/dpo_scale")
 
     # --- identity ----------------------------------------------------------------------------
-    org_name: str = "SmolLM"  # the name the model uses now
-    pos_name: str = "Deep SmolLM"  # the name it should use
-    case_sensitive: bool = False  # "smollm" counts as the old name too
-    system_prompt: str = "You're a helpful assistant."  # neutral: the name must come from the weights
-    # The developer's name, now and wanted ("Hugging Face" -> "Acme Labs"). Both null (default): the author stays.
-    org_author: str | None = None
-    pos_author: str | None = None
-    # merge: rewrite the chat template's default system prompt when it names the old identity
-    rewrite_chat_template: bool = True
+    org_name: str = setting("SmolLM", "the name the model uses now")
+    pos_name: str = setting("Deep SmolLM", "the name it should use")
+    case_sensitive: bool = setting(False, 'false: "smollm" counts as the old name too')
+    system_prompt: str = setting("You're a helpful assistant.",
+                                 "system prompt of training and evaluation; neutral, so the name must come from the "
+                                 "weights")
+    org_author: str | None = setting(None, 'the developer\'s name now ("Hugging Face"); null with pos_author: the '
+                                     "author stays")
+    pos_author: str | None = setting(None, 'the developer\'s wanted name ("Acme Labs")')
+    rewrite_chat_template: bool = setting(True, "merge: rewrite the chat template's default system prompt when it "
+                                          "names the old identity")
 
     # --- data stage ----------------------------------------------------------------------------
-    dataset: str = "builtin:identity"  # builtin:NAME, .json/.jsonl/.parquet, datasets folder, hub name
-    dataset_split: str = "train"
-    max_prompts: int | None = None
-    backend: str = "auto"
-    batch_size: int = 32
-    num_samples: int = 1  # answers sampled per prompt
-    keep_per_prompt: int | None = None  # pairs kept per prompt among answers that name the model
-    keep_unnamed: bool = False  # keep pairs whose answer never names the model (no signal)
-    # Cut identity answers after this many sentences, counted from the one that names the model: the SFT term
-    # then trains the name, not the model's whole answering style; anchors stay whole.
-    max_answer_sentences: int | None = None
-    temperature: float = 0.0  # 0 = greedy
-    top_p: float = 1.0
-    max_new_tokens: int = 128
-    gen_system_prompt: str | None = None  # None: the model's own default (carries its identity)
-    # Pre-filled starts of the assistant turn ("{name}" = org_name), cycled over prompts; the model
-    # continues each in its own words. For models that seldom say their name unprompted.
-    answer_prefixes: list[str] | None = None
-    tensor_parallel_size: int = 1
-    gen_dtype: str | None = None  # dtype of the generation engine (default: dtype); bf16 is ~2x faster in vLLM
-    enforce_eager: bool = True  # vLLM: skip graph capture; starts ~3x faster for ~3% less speed
-    vllm_memory_utilization: float = 0.9  # GPU: share of GPU memory vLLM may take
-    vllm_kv_cache_gb: float = 2.0  # CPU: KV cache size (vLLM reads the GPU share as a share of NUMA-node RAM)
-    # CPU: cores vLLM keeps off its OpenMP compute threads (None: vLLM's default, 1). 0 uses every core,
-    # fastest on an idle machine; on a busy one, threads pinned to shared cores stall each other.
-    vllm_reserved_cpus: int | None = None
-    max_model_len: int | None = 2048  # vLLM context length (prompt + answer)
-    chunk_size: int = 128  # rows per checkpointed chunk (resume granularity)
-    # Ordinary prompts the base answers under `system_prompt`; each answer becomes a pair with chosen ==
-    # rejected. Zero DPO signal; the SFT term keeps ordinary answers where they were (limits drift).
-    anchor_prompts: str | None = None  # builtin:anchor_prompts, or any prompt source
-    max_anchor_prompts: int | None = None
-    seed: int = 42
+    dataset: str = setting("builtin:identity", "identity prompts: builtin:NAME, .json/.jsonl/.parquet, a datasets "
+                           "folder, or a hub name")
+    dataset_split: str = setting("train", "split of a datasets folder or hub data set")
+    max_prompts: int | None = setting(None, "use at most this many prompts (null: all)")
+    backend: str = setting("auto", f"answer generation: {', '.join(BACKENDS)} (auto: vllm when installed)")
+    batch_size: int = setting(32, "hf backend: prompts per generation batch")
+    num_samples: int = setting(1, "answers sampled per prompt")
+    keep_per_prompt: int | None = setting(None, "pairs kept per prompt among answers that name the model (null: all)")
+    keep_unnamed: bool = setting(False, "keep pairs whose answer never names the model (they carry no signal)")
+    max_answer_sentences: int | None = setting(
+        None, "cut identity answers after this many sentences, counted from the one that names the model, so the "
+        "SFT term trains the name rather than the whole answering style; anchors stay whole (null: no cut)")
+    temperature: float = setting(0.0, "sampling temperature (0: greedy)")
+    top_p: float = setting(1.0, "nucleus sampling share, in (0, 1]")
+    max_new_tokens: int = setting(128, "longest generated answer, in tokens")
+    gen_system_prompt: str | None = setting(None, "system prompt while generating answers (null: the model's own "
+                                            "default, which carries its identity)")
+    answer_prefixes: list[str] | None = setting(
+        None, 'pre-filled starts of the assistant turn ("{name}" = org_name), cycled over prompts; the model '
+        "continues each in its own words. For models that seldom say their name unprompted")
+    tensor_parallel_size: int = setting(1, "vLLM: GPUs per engine")
+    gen_dtype: str | None = setting(None, "dtype of the generation engine (null: dtype); bf16 is about 2x faster in "
+                                    "vLLM")
+    enforce_eager: bool = setting(True, "vLLM: skip graph capture (starts about 3x faster, about 3% slower)")
+    vllm_memory_utilization: float = setting(0.9, "vLLM on GPU: share of GPU memory it may take")
+    vllm_kv_cache_gb: float = setting(2.0, "vLLM on CPU: KV cache size in GiB")
+    vllm_reserved_cpus: int | None = setting(
+        None, "vLLM on CPU: cores kept off its OpenMP compute threads (null: vLLM's default, 1). 0 uses every core: "
+        "fastest on an idle machine; on a busy one, threads pinned to shared cores stall each other")
+    max_model_len: int | None = setting(2048, "vLLM context length (prompt + answer)")
+    chunk_size: int = setting(128, "rows per checkpointed chunk (the unit a rerun resumes from)")
+    anchor_prompts: str | None = setting(
+        None, "ordinary prompts (builtin:anchor_prompts, or any prompt source) the base answers under "
+        "system_prompt; each answer becomes an anchor row that keeps ordinary answers where they were")
+    max_anchor_prompts: int | None = setting(None, "use at most this many anchor prompts (null: all)")
+    seed: int = setting(42, "seed of generation and training (TRL's seed and data_seed)")
 
     # --- folders -------------------------------------------------------------------------------
-    output_dir: str = "runs/default"
-    data_dir: str | None = None
-    adapter_dir: str | None = None
-    merged_dir: str | None = None
-    overwrite: bool = False  # allow reusing an output folder made with another config
+    output_dir: str = setting("runs/default", "the run folder; the stage folders default to sub-folders of it and "
+                              "training checkpoints go to <output_dir>/checkpoints")
+    data_dir: str | None = setting(None, "preference data folder (default: <output_dir>/data)")
+    adapter_dir: str | None = setting(None, "trained adapter folder (default: <output_dir>/adapter)")
+    merged_dir: str | None = setting(None, "merged model folder (default: <output_dir>/merged)")
+    overwrite: bool = setting(False, "allow reusing an output folder made with another configuration")
 
-    # --- training (TRL DPOConfig + peft LoraConfig) ----------------------------------------------
-    beta: float = 0.1
-    loss_type: list[str] = field(default_factory=lambda: ["sigmoid"])
-    loss_weights: list[float] | None = None
-    learning_rate: float = 1e-4
-    lr_scheduler_type: str = "cosine"
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.0
-    per_device_train_batch_size: int = 1
-    gradient_accumulation_steps: int = 8
-    num_train_epochs: float = 1.0
-    max_steps: int = -1
-    max_length: int | None = 256
-    logging_steps: int = 1
-    save_steps: int = 50
-    save_total_limit: int | None = 2
-    bf16: bool = False
-    gradient_checkpointing: bool = False
-    use_lora: bool = True
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.0
-    lora_target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
-    load_in_4bit: bool = False
-    precompute_ref_log_probs: bool = False
-    # Liger's Triton kernels for RMSNorm, SwiGLU and RoPE (CUDA only; `pip install -e .[liger]`). On an H100,
-    # Qwen2.5-0.5B shape: +34% tokens/s and less memory (benchmarks/RESULTS.md).
-    use_liger_kernel: bool = False
-    report_to: str = "tensorboard"
-    resume: bool = True  # continue from the last checkpoint in adapter_dir when there is one
-    dataloader_num_workers: int = 0
-    # > 0: anchor rows leave the DPO data and instead add weight * KL(base || trained) over the full next-token
-    # distribution of their answers to every micro-step (dpo_scale/anchor_kl.py); 0: they stay chosen == rejected
-    # pairs (SFT term only).
-    anchor_kl_weight: float = 0.0
-    anchor_batch_size: int | None = None  # anchors per micro-step (default: per_device_train_batch_size)
-    # Train each identity answer only up to this many tokens past its first name token (where chosen and rejected
-    # first differ); the rest of the answer and its end-of-turn stay out of the loss (dpo_scale/name_window.py).
-    # None: whole answers.
-    name_window_tokens: int | None = None
+    # --- training: TRL DPOConfig keys whose defaults differ from TRL's, and the LoRA adapter ---------
+    beta: float = setting(0.1, "TRL DPOConfig.beta: strength of the pull towards the reference model")
+    loss_type: list[str] = setting(doc="TRL DPOConfig.loss_type: one or more TRL loss names, e.g. sigmoid,sft",
+                                   factory=lambda: ["sigmoid"])
+    loss_weights: list[float] | None = setting(None, "TRL DPOConfig.loss_weights: one weight per loss_type (null: 1.0 "
+                                               "each)")
+    learning_rate: float = setting(1e-4, "peak learning rate; TRL's default 1e-6 suits full fine-tuning, a LoRA "
+                                   "adapter needs a far higher one")
+    lr_scheduler_type: str = setting("cosine", "transformers scheduler name (TRL's default: linear)")
+    warmup_ratio: float = setting(0.1, "share of the training steps spent warming the learning rate up; passed to "
+                                  "TRL as warmup_steps (transformers 5 reads a float < 1 as a ratio of the total "
+                                  "steps). A warmup_steps key, when given, replaces it")
+    weight_decay: float = setting(0.0, "AdamW weight decay")
+    per_device_train_batch_size: int = setting(1, "pairs per process and micro-step")
+    gradient_accumulation_steps: int = setting(8, "micro-steps per optimizer step")
+    num_train_epochs: float = setting(1.0, "passes over the pairs (ignored when max_steps > 0)")
+    max_steps: int = setting(-1, "optimizer steps to train (-1: num_train_epochs decides)")
+    max_length: int | None = setting(256, "longest prompt + answer in tokens; longer pairs are truncated (null: none)")
+    logging_steps: int = setting(1, "log (and write metrics.jsonl) every this many optimizer steps")
+    save_steps: int = setting(50, "checkpoint every this many optimizer steps (a rerun resumes from the last)")
+    save_total_limit: int | None = setting(2, "checkpoints kept (null: all)")
+    bf16: bool = setting(False, "bf16 mixed precision; false, unlike TRL's default: on CPUs its speed depends on the "
+                         "CPU model (docs/experiments.md)")
+    gradient_checkpointing: bool = setting(False, "recompute activations in the backward pass (less memory, slower); "
+                                           "false, unlike TRL's default, since small models do not need it")
+    use_lora: bool = setting(True, "train a LoRA adapter (false: the whole model)")
+    lora_r: int = setting(16, "LoRA rank")
+    lora_alpha: int = setting(32, "LoRA alpha (the adapter's scale is alpha / r)")
+    lora_dropout: float = setting(0.0, "LoRA dropout")
+    lora_target_modules: list[str] = setting(doc="module names that get adapters, or all-linear",
+                                             factory=lambda: ["all-linear"])
+    load_in_4bit: bool = setting(False, "QLoRA: load the base in 4-bit NF4 (bitsandbytes); needs use_lora")
+    precompute_ref_log_probs: bool = setting(False, "TRL: compute the reference log-probs once before training")
+    use_liger_kernel: bool = setting(False, "Liger's Triton kernels for RMSNorm, SwiGLU and RoPE (CUDA only; "
+                                     "pip install -e '.[liger]'); benchmarks/RESULTS.md has the measured gain")
+    report_to: list[str] = setting(doc="loggers, e.g. tensorboard,wandb (none: no logger)",
+                                   factory=lambda: ["tensorboard"])
+    resume: bool = setting(True, "continue from the last checkpoint in <output_dir>/checkpoints when there is one")
+    dataloader_num_workers: int = setting(0, "data loader worker processes")
+    anchor_kl_weight: float = setting(
+        0.0, "> 0: anchor rows leave the DPO data and instead add weight * KL(base || trained) over the full "
+        "next-token distribution of their answers to every micro-step (dpo_scale/anchor_kl.py); 0: they stay "
+        "chosen == rejected pairs (SFT term only)")
+    anchor_batch_size: int | None = setting(None, "anchors per micro-step (null: per_device_train_batch_size)")
+    name_window_tokens: int | None = setting(
+        None, "train each identity answer only up to this many tokens past its first name token (where chosen and "
+        "rejected first differ); the rest of the answer and its end-of-turn stay out of the loss "
+        "(dpo_scale/name_window.py). null: whole answers")
+    training_args: dict[str, Any] = setting(
+        doc="every other TRL DPOConfig / transformers TrainingArguments field, given as a top-level key by its TRL "
+        "name (optim: adamw_torch); passed to DPOConfig as it is", factory=dict)
 
     # --- evaluation ----------------------------------------------------------------------------
-    eval_questions: str = "builtin:identity_heldout"
-    ordinary_prompts: str = "builtin:ordinary_prompts"
-    eval_max_new_tokens: int = 64
-    eval_batch_size: int = 32
-    max_eval_questions: int | None = None
-    # Short factual questions with accepted answers (knowledge kept); null: not measured.
-    facts_questions: str | None = None
-    max_ordinary_prompts: int | None = None  # shrink the drift set, like max_eval_questions the identity set
+    eval_questions: str = setting("builtin:identity_heldout", "held-out identity questions")
+    ordinary_prompts: str = setting("builtin:ordinary_prompts", "ordinary prompts that measure drift from the base")
+    eval_max_new_tokens: int = setting(64, "longest evaluated answer, in tokens")
+    eval_batch_size: int = setting(32, "prompts per evaluation batch")
+    max_eval_questions: int | None = setting(None, "use at most this many identity questions (null: all)")
+    facts_questions: str | None = setting(None, "short factual questions with accepted answers (knowledge kept); "
+                                          "null: not measured")
+    max_ordinary_prompts: int | None = setting(None, "use at most this many ordinary prompts (null: all)")
 
     # --- export ----------------------------------------------------------------------------------
-    export_format: str | None = None  # "gguf": `dpo-scale run` also writes export/<name>.gguf
-    export_quant: str = "f16"  # gguf: f16 or q8_0
+    export_format: str | None = setting(None, 'gguf: `dpo-scale run` also writes export/<name>.gguf')
+    export_quant: str = setting("f16", "gguf: f16 or q8_0")
 
     # ------------------------------------------------------------------------------------------
     @property
@@ -204,13 +231,6 @@ class Recipe:
             raise bad("learning_rate", "must be > 0")
         if not self.loss_type:
             raise bad("loss_type", "must name at least one loss")
-        for loss in self.loss_type:
-            if loss not in LOSS_TYPES:
-                raise bad("loss_type", f"unknown loss type '{loss}' (choose from {', '.join(LOSS_TYPES)})")
-        if self.loss_weights is not None and len(self.loss_weights) != len(self.loss_type):
-            raise bad("loss_weights", f"needs one weight per loss_type ({len(self.loss_type)})")
-        if self.report_to not in REPORT_TO:
-            raise bad("report_to", f"unknown '{self.report_to}' (choose from {', '.join(REPORT_TO)})")
         if self.max_length is not None and self.max_length <= 0:
             raise bad("max_length", "must be > 0 or null")
         if self.anchor_kl_weight < 0:
@@ -264,9 +284,79 @@ def _coerce(key: str, value: Any, source: str) -> Any:
         raise DpoScaleError(f"{source}: key '{key}' expects {name}, got {value!r}") from None
 
 
+FIELDS = {name: f for name, f in FIELDS.items() if name != "training_args"}  # keys a recipe sets by name
+
+
+@functools.cache
+def dpo_config_fields() -> dict[str, dataclasses.Field]:
+    """Every field of TRL's DPOConfig (transformers' TrainingArguments included), by name."""
+    from trl import DPOConfig
+
+    return {f.name: f for f in dataclasses.fields(DPOConfig) if f.init}
+
+
+def passthrough_keys() -> list[str]:
+    """DPOConfig fields that are not Recipe keys: a recipe gives them as they are, in `training_args`."""
+    return [k for k in dpo_config_fields() if k not in FIELDS and k not in RESERVED]
+
+
+def trl_named_keys() -> list[str]:
+    """Recipe keys that are DPOConfig fields of the same meaning (output_dir is the run folder here)."""
+    return [k for k in FIELDS if k in dpo_config_fields() and k != "output_dir"]
+
+
+@functools.cache
+def _dpo_config_parser() -> argparse.ArgumentParser:
+    from transformers import HfArgumentParser
+    from trl import DPOConfig
+
+    return HfArgumentParser(DPOConfig, exit_on_error=False)
+
+
+def _coerce_training_arg(key: str, value: Any, source: str) -> Any:
+    """A DPOConfig field's value, converted and checked by transformers' own argument parser (HfArgumentParser:
+    types, choices such as optim or save_strategy); cross-field checks wait for DPOConfig itself."""
+    hint = dpo_config_fields()[key].type
+    optional = type(None) in typing.get_args(hint) or "None" in str(hint)
+    if value is None or (optional and isinstance(value, str) and value.lower() in ("null", "none")):
+        if optional:
+            return None
+        raise DpoScaleError(f"{source}: key '{key}' must not be null")
+    if isinstance(value, dict):  # YAML mappings for the dict-valued fields (lr_scheduler_kwargs, ...)
+        if "dict" not in str(hint):
+            raise DpoScaleError(f"{source}: key '{key}' expects {hint}, got a mapping")
+        return value
+    items = value if isinstance(value, list | tuple) else [value]
+    action = next(a for a in _dpo_config_parser()._actions if a.dest == key)
+    if action.nargs in ("+", "*") and isinstance(value, str):
+        items = [v.strip() for v in value.strip("[]").split(",") if v.strip()]
+    elif action.nargs not in ("+", "*") and len(items) != 1:
+        raise DpoScaleError(f"{source}: key '{key}' expects one value, got {value!r}")
+    words = [str(v).lower() if isinstance(v, bool) else str(v) for v in items]
+    argv = [f"--{key}", *words] if action.nargs in ("+", "*") else [f"--{key}={words[0]}"]
+    try:
+        parsed, _ = _dpo_config_parser().parse_known_args(argv)
+    except (argparse.ArgumentError, ValueError) as e:
+        why = str(e).split(": ", 1)[-1] if str(e).startswith("argument ") else str(e)
+        raise DpoScaleError(f"{source}: key '{key}': {why}") from None
+    return getattr(parsed, key)
+
+
 def load_recipe(path: str | None = None, overrides: dict[str, Any] | None = None) -> Recipe:
     """Recipe from an optional YAML file, then CLI overrides, validated."""
     values: dict[str, Any] = {}
+    training: dict[str, Any] = {}
+
+    def put(key: str, value: Any, source: str, unknown: str) -> None:
+        if key in FIELDS:
+            values[key] = _coerce(key, value, source)
+        elif key in RESERVED and key in dpo_config_fields():
+            raise DpoScaleError(f"{source}: key '{key}' is set by dpo_scale; {RESERVED[key]}")
+        elif key in dpo_config_fields():
+            training[key] = _coerce_training_arg(key, value, source)
+        else:
+            raise DpoScaleError(f"{source}: {unknown}{_suggest(key)}")
+
     if path is not None:
         p = Path(path)
         if not p.is_file():
@@ -278,21 +368,30 @@ def load_recipe(path: str | None = None, overrides: dict[str, Any] | None = None
         if not isinstance(loaded, dict):
             raise DpoScaleError(f"{path}: a recipe is a mapping of keys to values")
         for key, value in loaded.items():
-            if key not in FIELDS:
-                raise DpoScaleError(f"{path}: unknown key '{key}'{_suggest(key)}")
-            values[key] = _coerce(key, value, str(path))
+            put(str(key), value, str(path), f"unknown key '{key}'")
     for key, value in (overrides or {}).items():
-        if key not in FIELDS:
-            raise DpoScaleError(f"command line: unknown option '--{key}'{_suggest(key)}")
-        values[key] = _coerce(key, value, "command line")
-    return Recipe(**values).validate()
+        put(key, value, "command line", f"unknown option '--{key}'")
+    return Recipe(**values, training_args=training).validate()
 
 
 def _suggest(key: str) -> str:
     import difflib
 
-    close = difflib.get_close_matches(key, FIELDS, n=1)
+    close = difflib.get_close_matches(key, [*FIELDS, *passthrough_keys()], n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def render_config(recipe: Recipe, training_args: Any = None) -> str:
+    """The resolved recipe as YAML (training_args flattened into top-level keys, as a recipe writes them) and,
+    when given, the DPOConfig built from it."""
+    recipe_dict = recipe.to_dict()
+    recipe_dict.update(recipe_dict.pop("training_args"))
+    text = "# recipe\n" + yaml.safe_dump(recipe_dict, sort_keys=False, allow_unicode=True)
+    if training_args is not None:
+        resolved = json.loads(json.dumps(training_args.to_dict(), default=str))
+        text += (f"\n# TRL {type(training_args).__name__} that training builds from it (one process)\n"
+                 + yaml.safe_dump(resolved, sort_keys=True, allow_unicode=True))
+    return text
 
 
 def parse_overrides(argv: list[str]) -> dict[str, str]:

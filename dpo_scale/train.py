@@ -12,10 +12,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from dpo_scale.config import Recipe
 from dpo_scale.errors import DpoScaleError
@@ -180,51 +183,75 @@ def _deepspeed_launch() -> bool:
     return os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
 
 
-def dpo_config(recipe: Recipe, output_dir: Path, world_size: int, ddp_backend: str | None = None):
+def build_training_args(recipe: Recipe, output_dir: Path, world_size: int, ddp_backend: str | None = None):
+    """The DPOConfig training uses: the recipe's TRL-named keys, its `training_args` as they are, and what
+    dpo_scale decides itself (checkpoint folder, CPU, warmup). TRL's and transformers' own checks run here:
+    their ValueError becomes one DpoScaleError naming the key."""
     import torch
     from trl import DPOConfig
 
+    from dpo_scale.config import trl_named_keys
+
+    check_loss_types(recipe.loss_type)
     deepspeed = _deepspeed_launch()
     cpu = not torch.cuda.is_available() or recipe.device == "cpu"
     # transformers refuses bf16=True on a machine without CUDA unless use_cpu=True ("Your setup doesn't support
     # bf16/gpu"), but use_cpu=True switches DeepSpeed off (accelerate ignores ACCELERATE_USE_DEEPSPEED when cpu).
     # So: use_cpu outside DeepSpeed; under DeepSpeed on CPU validate with bf16 off, then switch it on below.
     bf16_after = recipe.bf16 and deepspeed and cpu
-    args = DPOConfig(
-        output_dir=str(output_dir),
-        beta=recipe.beta,
-        loss_type=list(recipe.loss_type),
-        loss_weights=recipe.loss_weights,
-        learning_rate=recipe.learning_rate,
-        lr_scheduler_type=recipe.lr_scheduler_type,
+    values = {k: getattr(recipe, k) for k in trl_named_keys()}
+    values.update(
         warmup_steps=recipe.warmup_ratio,  # transformers 5: a float < 1 is a ratio of total steps
-        weight_decay=recipe.weight_decay,
-        per_device_train_batch_size=recipe.per_device_train_batch_size,
-        gradient_accumulation_steps=recipe.gradient_accumulation_steps,
-        num_train_epochs=recipe.num_train_epochs,
-        max_steps=recipe.max_steps,
-        max_length=recipe.max_length,
-        logging_steps=recipe.logging_steps,
         save_strategy="steps",
-        save_steps=recipe.save_steps,
-        save_total_limit=recipe.save_total_limit,
-        # TRL's DPOConfig defaults bf16=True and gradient_checkpointing=True (even on CPU): set both.
-        bf16=recipe.bf16 and not bf16_after,
-        use_cpu=cpu and not deepspeed,
-        gradient_checkpointing=recipe.gradient_checkpointing,
-        precompute_ref_log_probs=recipe.precompute_ref_log_probs,
-        use_liger_kernel=recipe.use_liger_kernel,
-        report_to=[] if recipe.report_to == "none" else [recipe.report_to],
-        seed=recipe.seed,
         data_seed=recipe.seed,
-        dataloader_num_workers=recipe.dataloader_num_workers,
         ddp_find_unused_parameters=False if world_size > 1 else None,
-        ddp_backend=ddp_backend,
         disable_tqdm=False,
     )
+    values.update(recipe.training_args)  # any other DPOConfig field, as the recipe gives it
+    values.update(
+        output_dir=str(output_dir),
+        # TRL's DPOConfig defaults bf16=True and gradient_checkpointing=True (even on CPU): the recipe sets both.
+        bf16=recipe.bf16 and not bf16_after,
+        use_cpu=cpu and not deepspeed,
+    )
+    if ddp_backend is not None:
+        values["ddp_backend"] = ddp_backend
+    try:
+        args = DPOConfig(**values)
+    except (ValueError, TypeError) as e:
+        raise DpoScaleError(_training_args_error(e, values)) from None
     if bf16_after:
         _deepspeed_bf16(args)
     return args
+
+
+dpo_config = build_training_args  # the name benchmarks/ and older tests use
+
+
+def check_loss_types(loss_types: list[str]) -> None:
+    """TRL 1.16 checks loss_type names only when the first loss is computed (DPOTrainer.dpo_loss, mid-run):
+    check them against the names DPOConfig documents for the field."""
+    from dpo_scale.config import dpo_config_fields
+
+    doc = dpo_config_fields()["loss_type"].metadata.get("help", "")
+    known = re.findall(r"`'(\w+)'`", doc.split("If multiple")[0])
+    unknown = [t for t in loss_types if t not in known]
+    if known and unknown:
+        raise DpoScaleError(f"config key 'loss_type': unknown loss type '{unknown[0]}' (TRL knows: "
+                            f"{', '.join(known)})")
+
+
+def _training_args_error(error: Exception, values: dict) -> str:
+    """One line for a DPOConfig/TrainingArguments error, naming the key it is about: the first key the message
+    names, else the key whose value it quotes."""
+    message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    named = [(m.start(), k) for k in values if (m := re.search(rf"(?<![\w.]){re.escape(k)}(?!\w)", message))]
+    if not named:
+        named = [(message.find(str(v)), k) for k, v in values.items()
+                 if isinstance(v, str) and len(v) > 1 and str(v) in message]
+    if named:
+        return f"config key '{min(named)[1]}': {message}"
+    return f"training arguments (TRL DPOConfig): {message}"
 
 
 def _deepspeed_bf16(args) -> None:
@@ -274,16 +301,45 @@ def _check_supported(recipe: Recipe, state) -> None:
                             "by this tool; use the cpu or ddp launch profile")
 
 
+@dataclass
+class TrainingRun:
+    """What build_trainer made, for training and publishing the adapter."""
+
+    trainer: Any
+    tokenizer: Any
+    model_path: str
+    metrics_file: Path
+    pairs: int
+    lora_layers_uncast: int
+
+
 def train(recipe: Recipe) -> Path:
     from accelerate import PartialState
-    from accelerate.utils import broadcast_object_list
-    from transformers import TrainerCallback
-
-    from dpo_scale.models import load_model, load_tokenizer, resolve_model
 
     dist_kwargs = _cpu_distributed()
     state = PartialState(**dist_kwargs)
     started = time.time()
+    run = build_trainer(recipe, state, ddp_backend=dist_kwargs.get("backend"))
+    ckpt = checkpoint_dir(recipe)
+    last = last_checkpoint(ckpt, state.is_main_process) if recipe.resume else None
+    state.wait_for_everyone()
+    if last:
+        log.info("resuming from %s", last)
+        _trim_metrics(run.metrics_file, int(Path(last).name.split("-")[-1]), state.is_main_process)
+    result = run.trainer.train(resume_from_checkpoint=last)
+    return publish_adapter(recipe, run, state, {
+        "train_runtime_s": result.metrics.get("train_runtime"), "resumed_from": last,
+        "seconds": round(time.time() - started, 2),
+    })
+
+
+def build_trainer(recipe: Recipe, state, ddp_backend: str | None = None) -> TrainingRun:
+    """Check the setup and the data, stamp the checkpoint folder, then build the DPO trainer (LoRA, KL anchor and
+    name window as the recipe asks)."""
+    from transformers import TrainerCallback
+
+    from dpo_scale.models import load_model, load_tokenizer, resolve_model
+
     _check_supported(recipe, state)
     dataset, anchor_rows = load_pairs(recipe)  # before any folder is touched: bad data fails fast on every rank
     guard_output(recipe, state)
@@ -296,7 +352,7 @@ def train(recipe: Recipe) -> Path:
     # The training arguments come before the model: under ZeRO-3 they register DeepSpeed's config, so that
     # from_pretrained partitions the weights while loading (zero.Init) instead of materialising the whole model
     # in every process.
-    args = dpo_config(recipe, ckpt, state.num_processes, ddp_backend=dist_kwargs.get("backend"))
+    args = build_training_args(recipe, ckpt, state.num_processes, ddp_backend=ddp_backend)
     model = load_model(model_path, recipe.dtype, device=None, load_in_4bit=recipe.load_in_4bit)
     peft_config = None
     if recipe.use_lora:
@@ -352,13 +408,15 @@ def train(recipe: Recipe) -> Path:
     from dpo_scale.lora_speed import speed_up_lora
 
     lora_layers_uncast = speed_up_lora(trainer)  # 0 without LoRA layers or without autocast
-    last = last_checkpoint(ckpt, state.is_main_process) if recipe.resume else None
-    state.wait_for_everyone()
-    if last:
-        log.info("resuming from %s", last)
-        _trim_metrics(metrics_file, int(Path(last).name.split("-")[-1]), state.is_main_process)
-    result = trainer.train(resume_from_checkpoint=last)
+    return TrainingRun(trainer, tokenizer, model_path, metrics_file, len(dataset), lora_layers_uncast)
 
+
+def publish_adapter(recipe: Recipe, run: TrainingRun, state, facts: dict) -> Path:
+    """Save the trained adapter (every rank: ZeRO-3 gathers), then on the main process check it and move it into
+    adapter_dir with tokenizer, metrics, plot and manifest; a failure there stops every rank."""
+    from accelerate.utils import broadcast_object_list
+
+    trainer, args = run.trainer, run.trainer.args
     out = recipe.adapter_path
     tmp = out.with_name(f".{out.name}.saving")
     if state.is_main_process:
@@ -371,16 +429,15 @@ def train(recipe: Recipe) -> Path:
     failure: Exception | None = None
     if state.is_main_process:
         try:
-            _finish_adapter(recipe, tmp, out, tokenizer, metrics_file, {
-                "stage": "train", "base_model": recipe.model, "base_model_path": model_path,
+            _finish_adapter(recipe, tmp, out, run.tokenizer, run.metrics_file, {
+                "stage": "train", "base_model": recipe.model, "base_model_path": run.model_path,
                 "processes": state.num_processes, "distributed_type": state.distributed_type.value,
-                "pairs": len(dataset), "global_step": trainer.state.global_step, "bf16": args.bf16,
+                "pairs": run.pairs, "global_step": trainer.state.global_step, "bf16": args.bf16,
                 "adapter_dtype": str(next((p.dtype for p in trainer.model.parameters() if p.requires_grad), None)),
-                "lora_layers_uncast": lora_layers_uncast,
+                "lora_layers_uncast": run.lora_layers_uncast,
                 "gradient_checkpointing": args.gradient_checkpointing,
                 "gradient_checkpointing_kwargs": args.gradient_checkpointing_kwargs,
-                "train_runtime_s": result.metrics.get("train_runtime"), "resumed_from": last,
-                "seconds": round(time.time() - started, 2), "recipe": recipe.to_dict(),
+                **facts, "recipe": recipe.to_dict(),
                 "fingerprint": recipe.fingerprint(TRAIN_KEYS),
             })
         except Exception as e:  # re-raised below, on every rank
