@@ -49,13 +49,19 @@ def _help(stage: str) -> str:
     from dpo_scale.config import FIELDS, Recipe
 
     p = _parser(stage)
+    p.usage = "%(prog)s [-h] [--config RECIPE.yaml] [--print_config] [--key value ...]"
     recipe = p.add_argument_group("recipe keys (YAML `key: value` or --key value; dpo_scale/config.py)")
     defaults = Recipe()
-    for name, f in FIELDS.items():
-        recipe.add_argument(f"--{name}", metavar=_metavar(f.type), default=getattr(defaults, name),
-                            help=_escape(f.metadata.get("help", "")))
+    trl_help = {}
     if stage in TRAINING_STAGES:
-        from dpo_scale.config import dpo_config_fields, passthrough_keys
+        from dpo_scale.config import dpo_config_fields, dpo_config_types, passthrough_keys, trl_named_keys
+
+        trl_help = {k: dpo_config_fields()[k].metadata.get("help", "") for k in trl_named_keys()}
+    for name, f in FIELDS.items():
+        text = f.metadata.get("help", "") + (f". TRL: {trl_help[name]}" if trl_help.get(name) else "")
+        recipe.add_argument(f"--{name}", metavar=_metavar(f.type), default=getattr(defaults, name),
+                            help=_escape(text))
+    if stage in TRAINING_STAGES:
 
         trl = p.add_argument_group("TRL DPOConfig / transformers TrainingArguments keys (passed to DPOConfig as "
                                    "they are)")
@@ -63,7 +69,7 @@ def _help(stage: str) -> str:
         for name in passthrough_keys():
             f = fields[name]
             default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-            trl.add_argument(f"--{name}", metavar=_metavar(f.type), default=default,
+            trl.add_argument(f"--{name}", metavar=_metavar(dpo_config_types()[name]), default=default,
                              help=_escape(f.metadata.get("help", "")))
     else:
         p.epilog = "Every TRL DPOConfig key is accepted too: `dpo-scale train --help` lists them."
@@ -71,8 +77,14 @@ def _help(stage: str) -> str:
 
 
 def _metavar(hint) -> str:
-    text = str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")
-    return text.rsplit(".", 1)[-1].upper() if "[" not in text and "|" not in text else "VALUE"
+    """INT, FLOAT, STR, BOOL, A,B for lists, VALUE otherwise (from a type or its text)."""
+    text = getattr(hint, "__name__", None) if isinstance(hint, type) else str(hint).replace("typing.", "")
+    parts = [p.strip() for p in str(text).split("|") if p.strip() != "None"]
+    if len(parts) != 1:
+        return "VALUE"
+    if parts[0].startswith("list["):
+        return "A,B"
+    return parts[0].upper() if parts[0] in ("int", "float", "str", "bool") else "VALUE"
 
 
 def _escape(text: str) -> str:

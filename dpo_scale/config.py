@@ -109,11 +109,10 @@ class Recipe:
     overwrite: bool = setting(False, "allow reusing an output folder made with another configuration")
 
     # --- training: TRL DPOConfig keys whose defaults differ from TRL's, and the LoRA adapter ---------
-    beta: float = setting(0.1, "TRL DPOConfig.beta: strength of the pull towards the reference model")
-    loss_type: list[str] = setting(doc="TRL DPOConfig.loss_type: one or more TRL loss names, e.g. sigmoid,sft",
+    beta: float = setting(0.1, "strength of the pull towards the reference model")
+    loss_type: list[str] = setting(doc="one or more TRL loss names, e.g. sigmoid,sft",
                                    factory=lambda: ["sigmoid"])
-    loss_weights: list[float] | None = setting(None, "TRL DPOConfig.loss_weights: one weight per loss_type (null: 1.0 "
-                                               "each)")
+    loss_weights: list[float] | None = setting(None, "one weight per loss_type (null: 1.0 each)")
     learning_rate: float = setting(1e-4, "peak learning rate; TRL's default 1e-6 suits full fine-tuning, a LoRA "
                                    "adapter needs a far higher one")
     lr_scheduler_type: str = setting("cosine", "transformers scheduler name (TRL's default: linear)")
@@ -140,7 +139,7 @@ class Recipe:
     lora_target_modules: list[str] = setting(doc="module names that get adapters, or all-linear",
                                              factory=lambda: ["all-linear"])
     load_in_4bit: bool = setting(False, "QLoRA: load the base in 4-bit NF4 (bitsandbytes); needs use_lora")
-    precompute_ref_log_probs: bool = setting(False, "TRL: compute the reference log-probs once before training")
+    precompute_ref_log_probs: bool = setting(False, "compute the reference log-probs once before training")
     use_liger_kernel: bool = setting(False, "Liger's Triton kernels for RMSNorm, SwiGLU and RoPE (CUDA only; "
                                      "pip install -e '.[liger]'); benchmarks/RESULTS.md has the measured gain")
     report_to: list[str] = setting(doc="loggers, e.g. tensorboard,wandb (none: no logger)",
@@ -306,6 +305,14 @@ def trl_named_keys() -> list[str]:
 
 
 @functools.cache
+def dpo_config_types() -> dict[str, Any]:
+    """DPOConfig's annotated types (read from the class: HfArgumentParser rewrites the fields' `type`)."""
+    from trl import DPOConfig
+
+    return typing.get_type_hints(DPOConfig)
+
+
+@functools.cache
 def _dpo_config_parser() -> argparse.ArgumentParser:
     from transformers import HfArgumentParser
     from trl import DPOConfig
@@ -316,7 +323,7 @@ def _dpo_config_parser() -> argparse.ArgumentParser:
 def _coerce_training_arg(key: str, value: Any, source: str) -> Any:
     """A DPOConfig field's value, converted and checked by transformers' own argument parser (HfArgumentParser:
     types, choices such as optim or save_strategy); cross-field checks wait for DPOConfig itself."""
-    hint = dpo_config_fields()[key].type
+    hint = dpo_config_types()[key]
     optional = type(None) in typing.get_args(hint) or "None" in str(hint)
     if value is None or (optional and isinstance(value, str) and value.lower() in ("null", "none")):
         if optional:
@@ -337,6 +344,8 @@ def _coerce_training_arg(key: str, value: Any, source: str) -> Any:
     try:
         parsed, _ = _dpo_config_parser().parse_known_args(argv)
     except (argparse.ArgumentError, ValueError) as e:
+        if str in typing.get_args(hint) and not action.choices:  # `bool | str` and the like: DPOConfig decides
+            return words if action.nargs in ("+", "*") else words[0]
         why = str(e).split(": ", 1)[-1] if str(e).startswith("argument ") else str(e)
         raise DpoScaleError(f"{source}: key '{key}': {why}") from None
     return getattr(parsed, key)

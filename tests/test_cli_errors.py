@@ -25,10 +25,17 @@ def generate(*args: str, model: str = "/nonexistent/model", out: Path | None = N
     return subprocess.run(cmd + list(args), cwd=REPO, env=env, capture_output=True, text=True, timeout=170)
 
 
-def assert_clean_failure(result: subprocess.CompletedProcess, *fragments: str) -> str:
+def dpo_scale(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false",
+           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run([sys.executable, "-m", "dpo_scale", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=170)
+
+
+def assert_clean_failure(result: subprocess.CompletedProcess, *fragments: str, stage: str = "generate") -> str:
     assert result.returncode == 2, f"exit {result.returncode}\n{result.stderr[-3000:]}"
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    errors = [line for line in result.stderr.splitlines() if line.startswith("dpo-scale generate: error:")]
+    errors = [line for line in result.stderr.splitlines() if line.startswith(f"dpo-scale {stage}: error:")]
     assert len(errors) == 1, result.stderr[-3000:]
     for fragment in fragments:
         assert fragment in errors[0], errors[0]
@@ -140,3 +147,53 @@ def test_good_data_survives_failing_reruns(tiny_model, tmp_path):
     assert snapshot() == before
     assert_clean_failure(generate("--dataset", ok, "--org_name", "", model=tiny_model, out=out), "'org_name'")
     assert snapshot() == before
+
+
+TRL_KEYS = ("--optim", "adamw_torch", "--max_grad_norm", "0.5", "--label_smoothing", "0.1",
+            "--report_to", "tensorboard,wandb", "--padding_free", "true", "--push_to_hub", "false")
+
+
+def test_print_config_shows_the_dpo_config_training_would_use(tmp_path):
+    result = dpo_scale("train", "--config", "configs/smollm2_cpu.yaml", "--output_dir", str(tmp_path / "run"),
+                       *TRL_KEYS, "--print_config")
+    assert result.returncode == 0, result.stderr[-3000:]
+    recipe_part, dpo_part = result.stdout.split("# TRL DPOConfig")
+    assert "\nname_window_tokens: 8\n" in recipe_part and "\nmax_grad_norm: 0.5\n" in recipe_part
+    for line in ("optim: adamw_torch", "max_grad_norm: 0.5", "label_smoothing: 0.1", "padding_free: true",
+                 "push_to_hub: false", "report_to:\n- tensorboard\n- wandb", "learning_rate: 0.0005",
+                 f"output_dir: {tmp_path / 'run' / 'checkpoints'}", "bf16: false", "warmup_steps: 0.05"):
+        assert f"\n{line}\n" in dpo_part, line
+    assert not (tmp_path / "run").exists()  # printed, nothing run
+
+
+def test_help_lists_recipe_and_trl_keys_with_their_help():
+    result = dpo_scale("train", "--help")
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = " ".join(result.stdout.split())  # argparse wraps lines
+    assert "--max_grad_norm FLOAT Maximum gradient norm for gradient clipping" in text
+    assert "--optim VALUE The optimizer to use" in text
+    assert "--name_window_tokens INT train each identity answer only up to" in text
+    assert "--warmup_ratio FLOAT share of the training steps" in text and "warmup_steps" in text
+    assert "--use_cpu" not in text  # set by dpo_scale from `device`
+    generate = " ".join(dpo_scale("generate", "-h").stdout.split())
+    assert "--max_new_tokens INT longest generated answer" in generate and "--max_grad_norm" not in generate
+
+
+@pytest.mark.parametrize("args,fragments", [
+    (["--loss_type", "foo"], ["config key 'loss_type'", "unknown loss type 'foo'"]),
+    (["--max_grad_nrom", "1"], ["--max_grad_nrom", "did you mean 'max_grad_norm'"]),
+    (["--optim", "adamw_foo"], ["key 'optim'", "invalid choice: 'adamw_foo'"]),
+    (["--loss_type", "sigmoid,sft", "--loss_weights", "1"], ["config key 'loss_weights'", "same length"]),
+])
+def test_bad_training_keys_are_one_line(tmp_path, args, fragments):
+    result = dpo_scale("train", "--output_dir", str(tmp_path / "run"), *args)
+    assert_clean_failure(result, *fragments, stage="train")
+    assert not (tmp_path / "run").exists()
+
+
+def test_launch_passes_trl_keys_to_every_process():
+    from dpo_scale.launch import _strip, launch_command
+
+    rest = ["--config", "configs/smollm2_cpu.yaml", "--launch", "ddp", *TRL_KEYS]
+    cmd, _ = launch_command("ddp", _strip(rest, ("--launch", "--num_processes")))
+    assert cmd[cmd.index("dpo_scale.train") + 1:] == ["--config", "configs/smollm2_cpu.yaml", *TRL_KEYS]
