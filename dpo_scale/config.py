@@ -84,9 +84,8 @@ class Recipe:
         None, 'pre-filled starts of the assistant turn ("{name}" = org_name), cycled over prompts; the model '
         "continues each in its own words. For models that seldom say their name unprompted")
     tensor_parallel_size: int = setting(1, "vLLM: GPUs per engine")
-    gen_dtype: str | None = setting(None, "dtype of the generation engine (null: dtype); bf16 is about 2x faster in "
-                                    "vLLM")
-    enforce_eager: bool = setting(True, "vLLM: skip graph capture (starts about 3x faster, about 3% slower)")
+    gen_dtype: str | None = setting(None, "dtype of the generation engine (null: dtype)")
+    enforce_eager: bool = setting(True, "vLLM: skip graph capture (starts faster, generates slightly slower)")
     vllm_memory_utilization: float = setting(0.9, "vLLM on GPU: share of GPU memory it may take")
     vllm_kv_cache_gb: float = setting(2.0, "vLLM on CPU: KV cache size in GiB")
     vllm_reserved_cpus: int | None = setting(
