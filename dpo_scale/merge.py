@@ -58,7 +58,8 @@ def merge(recipe: Recipe) -> Path:
         tokenizer.save_pretrained(tmp)
         write_json(tmp / "merge_manifest.json", {
             "stage": "merge", "base_model": recipe.model, "base_model_path": base_path, "adapter": str(adapter),
-            "lora_r": adapter_config.get("r"), "precision": precision.as_dict(), "from_4bit_adapter": bool(trained_4bit),
+            "lora_r": adapter_config.get("r"), "precision": precision.as_dict(),
+            "from_4bit_adapter": bool(trained_4bit),
             "seconds": round(time.time() - started, 2),
         })
     log.info("merged model saved to %s", out)

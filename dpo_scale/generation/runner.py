@@ -15,13 +15,13 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from dpo_scale.precision import cpu_info, stage_precision
 from dpo_scale.config import Recipe
 from dpo_scale.errors import DpoScaleError
 from dpo_scale.generation.base import Sampling
 from dpo_scale.generation.vllm_backend import vllm_available
 from dpo_scale.io import read_json, read_jsonl, write_json, write_jsonl
 from dpo_scale.pairs import NameSwap, build_pairs
+from dpo_scale.precision import cpu_info, stage_precision
 from dpo_scale.prompts import Prompt, load_prompts
 
 log = logging.getLogger(__name__)
