@@ -287,7 +287,8 @@ def _check_supported(recipe: Recipe, state) -> None:
                             "by this tool; use the cpu or ddp launch profile")
 
 
-def train(recipe: Recipe) -> Path:
+def train(recipe: Recipe, callbacks: list | None = None) -> Path:
+    """Train the adapter; `callbacks`: extra transformers TrainerCallbacks (benchmarks, tools)."""
     from accelerate import PartialState
     from accelerate.utils import broadcast_object_list
     from transformers import TrainerCallback
@@ -365,7 +366,7 @@ def train(recipe: Recipe) -> Path:
         trainer_class = with_name_window(trainer_class, recipe.name_window_tokens)
     trainer = trainer_class(
         model=model, ref_model=None, args=args, processing_class=tokenizer, train_dataset=dataset,
-        peft_config=peft_config, callbacks=[MetricsToJsonl()], **trainer_kwargs,
+        peft_config=peft_config, callbacks=[MetricsToJsonl(), *(callbacks or [])], **trainer_kwargs,
     )
     from dpo_scale.lora_speed import speed_up_lora
 
