@@ -65,8 +65,8 @@ def fast_bf16(device: str) -> tuple[bool, str]:
 
 
 def _pick(stage: str, dtype: str, device: str, bf16: bool | None) -> Precision:
-    if dtype != "auto":
-        autocast = bool(bf16) and dtype == "float32" if stage == "train" else False
+    if dtype != "auto":  # bf16 autocast also over bf16 weights: the LoRA adapters stay fp32
+        autocast = bool(bf16) if stage == "train" else False
         return Precision(dtype, autocast, f"dtype: {dtype} set in the recipe")
     fast, why = fast_bf16(device)
     if stage == "generate":
