@@ -43,8 +43,9 @@ class Recipe:
     # --- model -------------------------------------------------------------------------------
     model: str = setting("smollm2", '"smollm2" (embedded), a hub id, a local folder, or a .gguf file')
     gguf_file: str | None = setting(None, "GGUF file name inside `model` when `model` is a folder or hub id")
-    dtype: str = setting("float32", f"dtype the model is loaded in ({', '.join(DTYPES)}); generation too, unless "
-                         "gen_dtype")
+    dtype: str = setting("auto", f"{', '.join(DTYPES)}. auto: bf16 generation and bf16-autocast training where the "
+                         "host has fast bf16 (AMX, AVX512-BF16, a bf16 GPU), fp32 elsewhere; merge and eval stay fp32 "
+                         "(dpo_scale/precision.py). An explicit dtype always wins")
     device: str = setting("auto", "auto, cpu, cuda, cuda:1 ...; cpu also trains on the CPU where CUDA exists")
     chat_template: str | None = setting(None, "a Jinja file or string, for tokenizers without a chat template")
     cache_dir: str | None = setting(None, "converted models; default $DPO_SCALE_CACHE or ~/.cache/dpo_scale")
@@ -89,8 +90,8 @@ class Recipe:
     vllm_memory_utilization: float = setting(0.9, "vLLM on GPU: share of GPU memory it may take")
     vllm_kv_cache_gb: float = setting(2.0, "vLLM on CPU: KV cache size in GiB")
     vllm_reserved_cpus: int | None = setting(
-        None, "vLLM on CPU: cores kept off its OpenMP compute threads (null: vLLM's default, 1). 0 uses every core: "
-        "fastest on an idle machine; on a busy one, threads pinned to shared cores stall each other")
+        0, "vLLM on CPU: cores kept off its OpenMP compute threads. vLLM's own default (null) keeps 1 for its "
+        "scheduler; an offline batch job has no other work for it, so 0 (every core) is the default here")
     max_model_len: int | None = setting(2048, "vLLM context length (prompt + answer)")
     chunk_size: int = setting(128, "rows per checkpointed chunk (the unit a rerun resumes from)")
     anchor_prompts: str | None = setting(
@@ -127,8 +128,8 @@ class Recipe:
     logging_steps: int = setting(1, "log (and write metrics.jsonl) every this many optimizer steps")
     save_steps: int = setting(50, "checkpoint every this many optimizer steps (a rerun resumes from the last)")
     save_total_limit: int | None = setting(2, "checkpoints kept (null: all)")
-    bf16: bool = setting(False, "bf16 mixed precision; false, unlike TRL's default: on CPUs its speed depends on the "
-                         "CPU model (docs/experiments.md)")
+    bf16: bool | None = setting(None, "training: bf16 autocast; null: decided by dtype auto "
+                                "(dpo_scale/precision.py), not TRL's default true")
     gradient_checkpointing: bool = setting(False, "recompute activations in the backward pass (less memory, slower); "
                                            "false, unlike TRL's default, since small models do not need it")
     use_lora: bool = setting(True, "train a LoRA adapter (false: the whole model)")
@@ -138,7 +139,9 @@ class Recipe:
     lora_target_modules: list[str] = setting(doc="module names that get adapters, or all-linear",
                                              factory=lambda: ["all-linear"])
     load_in_4bit: bool = setting(False, "QLoRA: load the base in 4-bit NF4 (bitsandbytes); needs use_lora")
-    precompute_ref_log_probs: bool = setting(False, "compute the reference log-probs once before training")
+    precompute_ref_log_probs: bool | None = setting(
+        None, "DPO's reference log-probs (adapter off) once per pair before training, not once per pair per epoch. "
+        "null: on when it saves forwards (num_train_epochs > 1)")
     use_liger_kernel: bool = setting(False, "Liger's Triton kernels for RMSNorm, SwiGLU and RoPE (CUDA only; "
                                      "pip install -e '.[liger]'); benchmarks/RESULTS.md has the measured gain")
     report_to: list[str] = setting(doc="loggers, e.g. tensorboard,wandb (none: no logger)",
@@ -150,6 +153,10 @@ class Recipe:
         "next-token distribution of their answers to every micro-step (dpo_scale/anchor_kl.py); 0: they stay "
         "chosen == rejected pairs (SFT term only)")
     anchor_batch_size: int | None = setting(None, "anchors per micro-step (null: per_device_train_batch_size)")
+    anchor_top_k: int | None = setting(
+        64, "keep the base's anchor distributions, computed once before the first step, as their top k tokens plus "
+        "one bucket for the rest (dpo_scale/teacher_forcing.py kl_top_k): no adapter-off forward per micro-step. "
+        "null: the full distributions, recomputed at every micro-step")
     name_window_tokens: int | None = setting(
         None, "train each identity answer only up to this many tokens past its first name token (where chosen and "
         "rejected first differ); the rest of the answer and its end-of-turn stay out of the loss "
@@ -233,6 +240,10 @@ class Recipe:
             raise bad("max_length", "must be > 0 or null")
         if self.anchor_kl_weight < 0:
             raise bad("anchor_kl_weight", "must be >= 0")
+        if self.anchor_top_k is not None and self.anchor_top_k <= 0:
+            raise bad("anchor_top_k", "must be > 0 or null")
+        if self.anchor_top_k is not None and self.anchor_top_k <= 0:
+            raise bad("anchor_top_k", "must be > 0 or null")
         if self.anchor_batch_size is not None and self.anchor_batch_size <= 0:
             raise bad("anchor_batch_size", "must be > 0 or null")
         if self.anchor_kl_weight > 0 and not self.use_lora:

@@ -32,7 +32,7 @@ TRAIN_KEYS = (
     "learning_rate", "lr_scheduler_type", "warmup_ratio", "weight_decay", "per_device_train_batch_size",
     "gradient_accumulation_steps", "num_train_epochs", "max_steps", "max_length", "use_lora", "lora_r",
     "lora_alpha", "lora_dropout", "lora_target_modules", "load_in_4bit", "seed", "anchor_kl_weight",
-    "anchor_batch_size", "name_window_tokens",
+    "anchor_batch_size", "anchor_top_k", "name_window_tokens",
 )
 
 
@@ -183,10 +183,12 @@ def _deepspeed_launch() -> bool:
     return os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
 
 
-def build_training_args(recipe: Recipe, output_dir: Path, world_size: int, ddp_backend: str | None = None):
+def build_training_args(recipe: Recipe, output_dir: Path, world_size: int, ddp_backend: str | None = None,
+                        bf16: bool | None = None):
     """The DPOConfig training uses: the recipe's TRL-named keys, its `training_args` as they are, and what
-    dpo_scale decides itself (checkpoint folder, CPU, warmup). TRL's and transformers' own checks run here:
-    their ValueError becomes one DpoScaleError naming the key."""
+    dpo_scale decides itself (checkpoint folder, CPU, warmup, bf16 autocast: by default what dtype auto picks for
+    training). TRL's and transformers' own checks run here: their ValueError becomes one DpoScaleError naming the
+    key."""
     import torch
     from trl import DPOConfig
 
@@ -195,10 +197,14 @@ def build_training_args(recipe: Recipe, output_dir: Path, world_size: int, ddp_b
     check_loss_types(recipe.loss_type)
     deepspeed = _deepspeed_launch()
     cpu = not torch.cuda.is_available() or recipe.device == "cpu"
+    if bf16 is None:
+        from dpo_scale.precision import stage_precision
+
+        bf16 = stage_precision(recipe, "train").autocast_bf16
     # transformers refuses bf16=True on a machine without CUDA unless use_cpu=True ("Your setup doesn't support
     # bf16/gpu"), but use_cpu=True switches DeepSpeed off (accelerate ignores ACCELERATE_USE_DEEPSPEED when cpu).
     # So: use_cpu outside DeepSpeed; under DeepSpeed on CPU validate with bf16 off, then switch it on below.
-    bf16_after = recipe.bf16 and deepspeed and cpu
+    bf16_after = bf16 and deepspeed and cpu
     values = {k: getattr(recipe, k) for k in trl_named_keys()}
     values.update(
         warmup_steps=recipe.warmup_ratio,  # transformers 5: a float < 1 is a ratio of total steps
@@ -211,8 +217,9 @@ def build_training_args(recipe: Recipe, output_dir: Path, world_size: int, ddp_b
     values.update(
         output_dir=str(output_dir),
         # TRL's DPOConfig defaults bf16=True and gradient_checkpointing=True (even on CPU): the recipe sets both.
-        bf16=recipe.bf16 and not bf16_after,
+        bf16=bf16 and not bf16_after,
         use_cpu=cpu and not deepspeed,
+        precompute_ref_log_probs=precompute_ref(recipe),
     )
     if ddp_backend is not None:
         values["ddp_backend"] = ddp_backend
@@ -226,6 +233,13 @@ def build_training_args(recipe: Recipe, output_dir: Path, world_size: int, ddp_b
 
 
 dpo_config = build_training_args  # the name benchmarks/ and older tests use
+
+
+def precompute_ref(recipe: Recipe) -> bool:
+    """Reference log-probs computed once before training: pays when each pair is seen more than once."""
+    if recipe.precompute_ref_log_probs is not None:
+        return recipe.precompute_ref_log_probs
+    return recipe.num_train_epochs > 1 and recipe.max_steps <= 0
 
 
 def check_loss_types(loss_types: list[str]) -> None:
@@ -311,15 +325,17 @@ class TrainingRun:
     metrics_file: Path
     pairs: int
     lora_layers_uncast: int
+    precision: Any  # dpo_scale.precision's choice for the train stage
 
 
-def train(recipe: Recipe) -> Path:
+def train(recipe: Recipe, callbacks: list | None = None) -> Path:
+    """Train the adapter; `callbacks`: extra transformers TrainerCallbacks (benchmarks, tools)."""
     from accelerate import PartialState
 
     dist_kwargs = _cpu_distributed()
     state = PartialState(**dist_kwargs)
     started = time.time()
-    run = build_trainer(recipe, state, ddp_backend=dist_kwargs.get("backend"))
+    run = build_trainer(recipe, state, ddp_backend=dist_kwargs.get("backend"), callbacks=callbacks)
     ckpt = checkpoint_dir(recipe)
     last = last_checkpoint(ckpt, state.is_main_process) if recipe.resume else None
     state.wait_for_everyone()
@@ -333,7 +349,7 @@ def train(recipe: Recipe) -> Path:
     })
 
 
-def build_trainer(recipe: Recipe, state, ddp_backend: str | None = None) -> TrainingRun:
+def build_trainer(recipe: Recipe, state, ddp_backend: str | None = None, callbacks: list | None = None) -> TrainingRun:
     """Check the setup and the data, stamp the checkpoint folder, then build the DPO trainer (LoRA, KL anchor and
     name window as the recipe asks)."""
     from transformers import TrainerCallback
@@ -352,8 +368,12 @@ def build_trainer(recipe: Recipe, state, ddp_backend: str | None = None) -> Trai
     # The training arguments come before the model: under ZeRO-3 they register DeepSpeed's config, so that
     # from_pretrained partitions the weights while loading (zero.Init) instead of materialising the whole model
     # in every process.
-    args = build_training_args(recipe, ckpt, state.num_processes, ddp_backend=ddp_backend)
-    model = load_model(model_path, recipe.dtype, device=None, load_in_4bit=recipe.load_in_4bit)
+    from dpo_scale.precision import stage_precision
+
+    precision = stage_precision(recipe, "train")
+    args = build_training_args(recipe, ckpt, state.num_processes, ddp_backend=ddp_backend,
+                               bf16=precision.autocast_bf16)
+    model = load_model(model_path, precision.dtype, device=None, load_in_4bit=recipe.load_in_4bit)
     peft_config = None
     if recipe.use_lora:
         from peft import LoraConfig
@@ -388,7 +408,7 @@ def build_trainer(recipe: Recipe, state, ddp_backend: str | None = None) -> Trai
     # precompute_ref_log_probs under DeepSpeed: TRL 1.16 runs the reference pass through a DeepSpeed inference
     # engine (ZeRO-3 shards are gathered); with several processes the dataset must be on shared disk (see
     # _shared_dataset). tests/distributed covers it under ZeRO-2 and ZeRO-3.
-    if recipe.precompute_ref_log_probs and state.num_processes > 1:
+    if precompute_ref(recipe) and state.num_processes > 1:
         dataset = _shared_dataset(dataset, ckpt / "pairs_dataset", state)
     trainer_class, trainer_kwargs = DPOTrainer, {}
     if recipe.anchor_kl_weight > 0:
@@ -396,19 +416,20 @@ def build_trainer(recipe: Recipe, state, ddp_backend: str | None = None) -> Trai
 
         trainer_class = AnchoredDPOTrainer
         trainer_kwargs = {"anchor_rows": anchor_rows, "anchor_kl_weight": recipe.anchor_kl_weight,
-                          "anchor_batch_size": recipe.anchor_batch_size or recipe.per_device_train_batch_size}
+                          "anchor_batch_size": recipe.anchor_batch_size or recipe.per_device_train_batch_size,
+                          "anchor_top_k": recipe.anchor_top_k}
     if recipe.name_window_tokens:
         from dpo_scale.name_window import with_name_window
 
         trainer_class = with_name_window(trainer_class, recipe.name_window_tokens)
     trainer = trainer_class(
         model=model, ref_model=None, args=args, processing_class=tokenizer, train_dataset=dataset,
-        peft_config=peft_config, callbacks=[MetricsToJsonl()], **trainer_kwargs,
+        peft_config=peft_config, callbacks=[MetricsToJsonl(), *(callbacks or [])], **trainer_kwargs,
     )
     from dpo_scale.lora_speed import speed_up_lora
 
     lora_layers_uncast = speed_up_lora(trainer)  # 0 without LoRA layers or without autocast
-    return TrainingRun(trainer, tokenizer, model_path, metrics_file, len(dataset), lora_layers_uncast)
+    return TrainingRun(trainer, tokenizer, model_path, metrics_file, len(dataset), lora_layers_uncast, precision)
 
 
 def publish_adapter(recipe: Recipe, run: TrainingRun, state, facts: dict) -> Path:
@@ -433,6 +454,7 @@ def publish_adapter(recipe: Recipe, run: TrainingRun, state, facts: dict) -> Pat
                 "stage": "train", "base_model": recipe.model, "base_model_path": run.model_path,
                 "processes": state.num_processes, "distributed_type": state.distributed_type.value,
                 "pairs": run.pairs, "global_step": trainer.state.global_step, "bf16": args.bf16,
+                "precision": run.precision.as_dict(),
                 "adapter_dtype": str(next((p.dtype for p in trainer.model.parameters() if p.requires_grad), None)),
                 "lora_layers_uncast": run.lora_layers_uncast,
                 "gradient_checkpointing": args.gradient_checkpointing,

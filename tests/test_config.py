@@ -183,7 +183,7 @@ def test_trl_fields_from_yaml_keep_their_types(tmp_path):
 
 
 def test_recipe_keys_keep_their_project_defaults_in_dpo_config():
-    recipe, args = training_args()
+    recipe, args = training_args("--dtype", "float32")
     # TRL's own defaults would be bf16=True, gradient_checkpointing=True, learning_rate=1e-6, linear schedule.
     assert args.bf16 is False and args.gradient_checkpointing is False
     assert args.learning_rate == recipe.learning_rate == 1e-4 and args.lr_scheduler_type == "cosine"
