@@ -161,7 +161,8 @@ def test_print_config_shows_the_dpo_config_training_would_use(tmp_path):
     assert "\nname_window_tokens: 8\n" in recipe_part and "\nmax_grad_norm: 0.5\n" in recipe_part
     for line in ("optim: adamw_torch", "max_grad_norm: 0.5", "label_smoothing: 0.1", "padding_free: true",
                  "push_to_hub: false", "report_to:\n- tensorboard\n- wandb", "learning_rate: 0.0005",
-                 f"output_dir: {tmp_path / 'run' / 'checkpoints'}", "bf16: false", "warmup_steps: 0.05"):
+                 f"output_dir: {tmp_path / 'run' / 'checkpoints'}", "gradient_checkpointing: false",
+                 "warmup_steps: 0.05"):
         assert f"\n{line}\n" in dpo_part, line
     assert not (tmp_path / "run").exists()  # printed, nothing run
 
