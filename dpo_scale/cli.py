@@ -109,18 +109,20 @@ def run_stage(stage: str, rest: list[str]) -> int:
     from dpo_scale.config import load_recipe, parse_overrides
 
     args, unknown = _parser(stage).parse_known_args(rest)
+    if args.help:
+        print(_help(stage))
+        return 0
     overrides = parse_overrides(unknown)
     if stage == "merge":
         overrides.update({k: v for k, v in (("adapter_dir", args.adapter), ("model", args.base),
                                             ("merged_dir", args.out)) if v})
     if stage == "eval":
         overrides.update({k: v for k, v in (("model", args.base), ("eval_questions", args.questions)) if v})
-    if args.help:
-        print(_help(stage))
-        return 0
     recipe = load_recipe(args.config, overrides)
     training_args = None
-    if stage in TRAINING_STAGES:  # TRL's and transformers' own checks, before any work
+    # TRL's and transformers' own checks, before any work. Not in each process of a multi-process launch: there
+    # DPOConfig must be built after the process group (dpo_scale.train does, and raises the same error).
+    if stage in TRAINING_STAGES and (args.print_config or int(os.environ.get("WORLD_SIZE", "1")) <= 1):
         from dpo_scale.train import build_training_args, checkpoint_dir
 
         training_args = build_training_args(recipe, checkpoint_dir(recipe), world_size=1)
