@@ -1,4 +1,4 @@
-"""A real Slurm cluster on this machine for the template tests (scripts/slurm_cluster.py).
+"""A real Slurm cluster on this machine for the template tests (tests/helpers/slurm_cluster.py).
 
 `slurm`: one node (localhost), started once per session. `slurm_two_nodes`: two slurmd, each in a
 network namespace of its own, joined by a veth pair. Both install Debian's packages when missing and
@@ -7,26 +7,11 @@ skip (with the reason) where that is impossible: not root, no apt-get, no networ
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-SLURM_DIR = REPO / "slurm"
-
-
-def _load_helper():
-    spec = importlib.util.spec_from_file_location("slurm_cluster", REPO / "scripts" / "slurm_cluster.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["slurm_cluster"] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
-slurm_cluster = _load_helper()
+from tests.helpers import slurm_cluster
 
 
 def _start(tmp_path_factory, name: str, nodes: int):

@@ -3,7 +3,7 @@
 CPU stands in for GPUs: the nodes advertise fake `gpu` gres (so --gpus-per-node=2 sets
 SLURM_GPUS_ON_NODE=2 and CUDA_VISIBLE_DEVICES=0,1 as on a GPU cluster), the templates start one
 process per "GPU", and the `ddp` profile runs them over gloo. The model is the tiny TinyLM from
-dpo_scale.testing (org_name TinyLM, pos_name "Deep TinyLM").
+tests.helpers.tiny_model (org_name TinyLM, pos_name "Deep TinyLM").
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from dpo_scale.io import read_json, write_jsonl
-from dpo_scale.testing import toy_pairs
+from tests.helpers.tiny_model import toy_pairs
 
 pytestmark = pytest.mark.slurm
 

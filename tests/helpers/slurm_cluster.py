@@ -15,8 +15,8 @@ GPUs are faked: each node gets `Gres=gpu:N` backed by character devices (`mknod 
 
 Daemons are stopped by the PIDs saved in <dir>/pids.json, never by name.
 
-    python scripts/slurm_cluster.py up /tmp/slurm [--nodes 2]    # prints `export SLURM_CONF=...`
-    python scripts/slurm_cluster.py down /tmp/slurm
+    python tests/helpers/slurm_cluster.py up /tmp/slurm [--nodes 2]    # prints `export SLURM_CONF=...`
+    python tests/helpers/slurm_cluster.py down /tmp/slurm
 """
 
 from __future__ import annotations
@@ -181,7 +181,7 @@ class Cluster:
         head = self.nodes[0]
         mem = max(1024, min(_memory_mb() - 1024, 8192))
         lines = [
-            "# written by scripts/slurm_cluster.py",
+            "# written by tests/helpers/slurm_cluster.py",
             "ClusterName=dposcale",
             f"SlurmctldHost=localhost({head.addr})",
             f"SlurmctldPort={slurmctld_port}",
