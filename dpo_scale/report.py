@@ -48,6 +48,13 @@ def write_report(recipe: Recipe, timings: dict) -> Path:
     return report
 
 
+def report_cli(recipe: Recipe) -> Path:
+    """`dpo-scale report`: report.md from what the stages left in the run folder (for runs whose stages ran as
+    separate jobs, e.g. slurm/pipeline.sh), with the timings of <output_dir>/timings.json when there is one."""
+    timings_file = Path(recipe.output_dir) / "timings.json"
+    return write_report(recipe, read_json(timings_file) if timings_file.is_file() else {})
+
+
 def _rel(path: Path, root: Path) -> str:
     try:
         return str(path.resolve().relative_to(root.resolve()))
