@@ -213,7 +213,6 @@ class Cluster:
             "SwitchType=switch/none",
             "ReturnToService=2",
             "SlurmdParameters=config_overrides",
-            "GresTypes=gpu",
             "JobRequeue=1",
             "MinJobAge=3600",  # keep finished jobs visible to `scontrol show job` (no sacct here)
             "KillWait=5",
@@ -221,10 +220,12 @@ class Cluster:
             "SlurmdTimeout=60",
             "SlurmctldTimeout=60",
         ]
+        # gpus=0: a CPU-only cluster, configured as one is (no GresTypes, no Gres)
+        lines += ["GresTypes=gpu"] if self.gpus else []
         gres = []
         for node in self.nodes:
             lines.append(f"NodeName={node.name} NodeAddr={node.addr} CPUs={self.cpus} RealMemory={mem} "
-                         f"Gres=gpu:{self.gpus} State=UNKNOWN")
+                         + (f"Gres=gpu:{self.gpus} " if self.gpus else "") + "State=UNKNOWN")
             devdir = r / "dev" / node.name
             devdir.mkdir(parents=True, exist_ok=True)
             for i in range(self.gpus):
