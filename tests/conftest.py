@@ -21,7 +21,7 @@ def _cached_tiny_model() -> Path:
     from dpo_scale.models import _file_lock, cache_root
     from tests.helpers.tiny_model import build_tiny_model
 
-    digest = hashlib.sha256((REPO / "dpo_scale" / "testing.py").read_bytes()).hexdigest()[:12]
+    digest = hashlib.sha256((REPO / "tests" / "helpers" / "tiny_model.py").read_bytes()).hexdigest()[:12]
     folder = cache_root() / f"tiny-test-model-{digest}"
     with _file_lock(folder.with_name(folder.name + ".lock")):
         if not (folder / "config.json").is_file():
