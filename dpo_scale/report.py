@@ -40,9 +40,10 @@ def write_report(recipe: Recipe, timings: dict) -> Path:
     eval_file = out / "eval.json"
     if eval_file.is_file():
         lines += ["## Evaluation", "", eval_markdown(read_json(eval_file), recipe.org_name, recipe.pos_name)]
-    lines += ["## Timings", "", "| stage | seconds |", "|---|---:|"]
-    for name, t in timings.items():
-        lines.append(f"| {name} | {'skipped (done earlier)' if t.get('skipped') else t['seconds']} |")
+    if timings:  # `dpo-scale run` times its stages; stages run as separate jobs have none
+        lines += ["## Timings", "", "| stage | seconds |", "|---|---:|"]
+        for name, t in timings.items():
+            lines.append(f"| {name} | {'skipped (done earlier)' if t.get('skipped') else t['seconds']} |")
     report = out / "report.md"
     write_text(report, "\n".join(lines) + "\n")
     return report
