@@ -1,4 +1,4 @@
-"""`dpo-scale generate|train|merge|eval|run`: parse, then call the stage. Every recipe key can be
+"""`dpo-scale generate|train|merge|eval|report|run`: parse, then call the stage. Every recipe key can be
 overridden as `--key value`, the same way in every stage."""
 
 from __future__ import annotations
@@ -10,16 +10,16 @@ import sys
 
 from dpo_scale.errors import DpoScaleError
 
-STAGES = ("generate", "train", "merge", "eval", "run")
+STAGES = ("generate", "train", "merge", "eval", "report", "run")
 
 
 def _parser(stage: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=f"dpo-scale {stage}", add_help=True,
                                 epilog="Any recipe key can be given as --key value (see dpo_scale/config.py).")
-    p.add_argument("--config", help="recipe YAML (configs/*.yaml)")
+    p.add_argument("--config", help="recipe YAML, or the name of a recipe shipped with the package (smollm2_cpu, ...)")
     if stage == "train":
-        p.add_argument("--launch", help="accelerate profile under launch/ (cpu, ddp, zero2, zero3, ...): "
-                       "re-runs this command under `accelerate launch`")
+        p.add_argument("--launch", help="accelerate launch profile shipped with the package (cpu, ddp, zero2, "
+                       "zero3, ...) or a .yaml path: re-runs this command under `accelerate launch`")
         p.add_argument("--num_processes", type=int, help="processes for --launch (default: the profile's)")
     if stage == "merge":
         p.add_argument("--adapter", help="adapter folder (default: the recipe's adapter_dir)")
@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_stage(stage: str, rest: list[str]) -> int:
     from dpo_scale.config import load_recipe, parse_overrides
+    from dpo_scale.resources import recipe_path
 
     args, unknown = _parser(stage).parse_known_args(rest)
     overrides = parse_overrides(unknown)
@@ -58,7 +59,7 @@ def run_stage(stage: str, rest: list[str]) -> int:
                                             ("merged_dir", args.out)) if v})
     if stage == "eval":
         overrides.update({k: v for k, v in (("model", args.base), ("eval_questions", args.questions)) if v})
-    recipe = load_recipe(args.config, overrides)
+    recipe = load_recipe(recipe_path(args.config) if args.config else None, overrides)
 
     if stage == "generate":
         from dpo_scale.generation.runner import run_data_stage
@@ -80,6 +81,10 @@ def run_stage(stage: str, rest: list[str]) -> int:
         from dpo_scale.evaluate import evaluate_cli
 
         evaluate_cli(recipe, args.eval_model, args.adapter, args.report)
+    elif stage == "report":
+        from dpo_scale.report import report_cli
+
+        report_cli(recipe)
     elif stage == "run":
         from dpo_scale.pipeline import run_pipeline
 

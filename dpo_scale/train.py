@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 
 from dpo_scale.config import Recipe
+from dpo_scale.cpu_env import deepspeed_launch as _deepspeed_launch
+from dpo_scale.cpu_env import training_state_kwargs
 from dpo_scale.errors import DpoScaleError
 from dpo_scale.io import empty_tensors, read_json, read_jsonl, replace_folder, write_json
 
@@ -154,32 +156,6 @@ def check_liger(recipe: Recipe) -> None:
                             "(pip install -e '.[liger]')")
 
 
-def _cpu_distributed() -> dict:
-    """PartialState kwargs that make several processes on a CUDA-less machine really one job over gloo.
-
-    Two accelerate 1.15 traps on CPU (each silently trains N independent copies racing on the same files):
-    - DDP: `accelerate launch --config_file launch/ddp.yaml` (MULTI_GPU) or `--multi_gpu --num_processes 2`
-      starts 2 processes that each report DistributedType.NO, world size 1: only `use_cpu`
-      (ACCELERATE_USE_CPU) selects MULTI_CPU/gloo, and `--cpu --num_processes 2` starts ONE process.
-    - DeepSpeed (DS_ACCELERATOR=cpu): deepspeed.comm joins a 2-rank gloo group, but PartialState keeps
-      `backend=None` and then reports num_processes 1, so TRL/transformers fill DeepSpeed's "auto"
-      train_batch_size for one process and DeepSpeed fails its batch-size assertion. Naming the backend
-      (TrainingArguments.ddp_backend="gloo") makes accelerate read the real world size.
-    """
-    import torch
-
-    if torch.cuda.is_available() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return {}
-    if _deepspeed_launch():
-        return {"backend": "gloo"}
-    os.environ["ACCELERATE_USE_CPU"] = "true"  # TrainingArguments re-creates the state from this variable
-    return {"cpu": True}
-
-
-def _deepspeed_launch() -> bool:
-    return os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
-
-
 def dpo_config(recipe: Recipe, output_dir: Path, world_size: int, ddp_backend: str | None = None,
                bf16: bool | None = None):
     """TRL's DPOConfig for this recipe; `bf16` (autocast) defaults to what dtype auto picks for training."""
@@ -295,7 +271,7 @@ def train(recipe: Recipe, callbacks: list | None = None) -> Path:
 
     from dpo_scale.models import load_model, load_tokenizer, resolve_model
 
-    dist_kwargs = _cpu_distributed()
+    dist_kwargs = training_state_kwargs()
     state = PartialState(**dist_kwargs)
     started = time.time()
     _check_supported(recipe, state)
@@ -505,13 +481,14 @@ def die_with_launcher() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     from dpo_scale.config import load_recipe, parse_overrides
+    from dpo_scale.resources import recipe_path
 
     die_with_launcher()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         config, rest = split_config(argv)
-        train(load_recipe(config, parse_overrides(rest)))
+        train(load_recipe(recipe_path(config) if config else None, parse_overrides(rest)))
     except DpoScaleError as e:
         print(f"dpo_scale.train: error: {e}", file=sys.stderr)
         return 2

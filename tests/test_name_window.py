@@ -6,7 +6,7 @@ import json
 import pytest
 
 from dpo_scale.name_window import clip_to_name_window, first_difference
-from dpo_scale.testing import toy_anchor_rows, toy_pairs, write_toy_pairs
+from tests.helpers.tiny_model import toy_anchor_rows, toy_pairs, write_toy_pairs
 
 pytestmark = pytest.mark.timeout(300)
 
