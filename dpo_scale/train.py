@@ -337,9 +337,9 @@ def train(recipe: Recipe, callbacks: list | None = None) -> Path:
                           "anchor_batch_size": recipe.anchor_batch_size or recipe.per_device_train_batch_size,
                           "anchor_top_k": recipe.anchor_top_k}
     if recipe.name_window_tokens:
-        from dpo_scale.name_window import with_name_window
+        from dpo_scale.name_window import name_window_collator
 
-        trainer_class = with_name_window(trainer_class, recipe.name_window_tokens)
+        trainer_kwargs["data_collator"] = name_window_collator(tokenizer, model, args, recipe.name_window_tokens)
     trainer = trainer_class(
         model=model, ref_model=None, args=args, processing_class=tokenizer, train_dataset=dataset,
         peft_config=peft_config, callbacks=[MetricsToJsonl(), *(callbacks or [])], **trainer_kwargs,
