@@ -3,10 +3,12 @@
   (a) seed     the seed's loop: one prompt at a time with model.generate
   (b) hf       our batched transformers backend (dpo_scale.generation.hf)
   (c) vllm     our vLLM backend (dpo_scale.generation.vllm_backend), engine start timed apart
-  (d) raw      raw vLLM: LLM(...).generate(text prompts) with the same settings
+  (d) raw      raw vLLM: LLM(...).generate(text prompts), tuned by hand for an offline batch job: every core
+               (VLLM_CPU_NUM_OF_RESERVED_CPU=0; vLLM's default keeps one for its scheduler) and each dtype the
+               host computes fast (fp32, plus bf16 where the CPU has AMX or AVX512-BF16)
 
 Prints tokens/s and the ratios, writes benchmarks/results/generation.json.
-  python benchmarks/generation.py [--prompts 256] [--seed_prompts 32] [--max_new_tokens 128] [--skip_vllm]
+  python benchmarks/generation.py [--prompts 256] [--seed_prompts 32] [--max_new_tokens 64] [--skip_vllm]
                                   [--vllm_repeats 2]
 The seed loop is slow, so it runs on the first --seed_prompts prompts; ratios compare tokens/s.
 vLLM runs in child processes (its engine must start under __main__ and never shares a process with HF).
@@ -113,38 +115,43 @@ def child(mode: str, n: int, max_new_tokens: int, dtype: str, reserved: str | No
 
 
 def main() -> None:
+    from dpo_scale.precision import fast_bf16
+
     ap = argparse.ArgumentParser()
     ap.add_argument("--prompts", type=int, default=256)
     ap.add_argument("--seed_prompts", type=int, default=32)
-    ap.add_argument("--max_new_tokens", type=int, default=128)
-    ap.add_argument("--dtype", default="float32", help="HF dtype (seed loop and hf backend)")
-    ap.add_argument("--vllm_dtype", default="float32")
-    ap.add_argument("--vllm_reserved_cpus", default=None)
+    ap.add_argument("--max_new_tokens", type=int, default=64)
     ap.add_argument("--batch_size", type=int, default=128)
     ap.add_argument("--skip_vllm", action="store_true")
     ap.add_argument("--vllm_repeats", type=int, default=1, help="runs of each vLLM engine (best kept)")
     ap.add_argument("--child", choices=["vllm", "raw"])
+    ap.add_argument("--vllm_dtype", default="float32")
+    ap.add_argument("--vllm_reserved_cpus", default=None)
     args = ap.parse_args()
     if args.child:
         child(args.child, args.prompts, args.max_new_tokens, args.vllm_dtype, args.vllm_reserved_cpus)
         return
 
+    # The anchor, tuned by hand as a user would for an offline batch job: every core (no core reserved for
+    # vLLM's scheduler) and each dtype the host computes; bf16 only where the host has fast bf16.
+    bf16, why = fast_bf16("cpu")
+    dtypes = ["float32", "bfloat16"] if bf16 else ["float32"]
+    best = dtypes[-1]
     path, tokenizer, texts, ids = prompts_and_ids(args.prompts)
     rows = {}
     if not args.skip_vllm:  # vLLM first, before this process holds a model
-        # Both run the same engine; with --vllm_repeats N they alternate order (raw first, then ours first, ...)
-        # and each keeps its fastest run, so drift of the machine's speed does not favour either.
-        runs: dict[str, list[dict]] = {"raw_vllm": [], "vllm_backend": []}
+        # Raw vLLM and our backend alternate order across repeats; each keeps its fastest run.
+        engines = [(f"raw_vllm_{d}", "raw", d) for d in dtypes] + [(f"vllm_backend_{best}", "vllm", best)]
+        runs: dict[str, list[dict]] = {name: [] for name, _, _ in engines}
         for repeat in range(args.vllm_repeats):
-            order = [("raw_vllm", "raw"), ("vllm_backend", "vllm")]
-            for name, mode in order if repeat % 2 == 0 else order[::-1]:
-                runs[name].append(vllm_child(mode, args.prompts, args.max_new_tokens, args.vllm_dtype,
-                                             args.vllm_reserved_cpus))
+            for name, mode, dtype in engines if repeat % 2 == 0 else engines[::-1]:
+                runs[name].append(vllm_child(mode, args.prompts, args.max_new_tokens, dtype, "0"))
         for name, results in runs.items():
             rows[name] = {**max(results, key=lambda r: r["tokens_per_s"]),
                           "all_tokens_per_s": [round(r["tokens_per_s"], 1) for r in results]}
-    rows["seed_loop"] = bench_seed(path, tokenizer, ids[: args.seed_prompts], args.max_new_tokens, args.dtype)
-    rows["hf_backend"] = bench_hf(path, tokenizer, ids, args.max_new_tokens, args.dtype, args.batch_size)
+    rows["seed_loop"] = bench_seed(path, tokenizer, ids[: args.seed_prompts], args.max_new_tokens, "float32")
+    for dtype in dtypes:
+        rows[f"hf_backend_{dtype}"] = bench_hf(path, tokenizer, ids, args.max_new_tokens, dtype, args.batch_size)
 
     def ratio(a: str, b: str) -> float | None:
         return round(rows[a]["tokens_per_s"] / rows[b]["tokens_per_s"], 3) if a in rows and b in rows else None
@@ -152,23 +159,26 @@ def main() -> None:
     figures = {
         "model": "SmolLM2-135M-Instruct (embedded GGUF Q4_1, dequantized)",
         "settings": {"prompts": args.prompts, "seed_prompts": args.seed_prompts, "greedy": True,
-                     "max_new_tokens": args.max_new_tokens, "hf_dtype": args.dtype, "vllm_dtype": args.vllm_dtype,
-                     "batch_size": args.batch_size, "vllm_reserved_cpus": args.vllm_reserved_cpus,
-                     "vllm_repeats": args.vllm_repeats},
-        "hf_vs_seed": ratio("hf_backend", "seed_loop"),
-        "hf_vs_vllm": ratio("hf_backend", "raw_vllm"),
-        "vllm_backend_vs_raw": ratio("vllm_backend", "raw_vllm"),
+                     "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size,
+                     "vllm_reserved_cpus": 0, "vllm_repeats": args.vllm_repeats, "dtypes": dtypes,
+                     "host_bf16": why},
+        "vllm_backend_vs_tuned_raw": ratio(f"vllm_backend_{best}", f"raw_vllm_{best}"),
+        "hf_vs_tuned_raw_fp32": ratio("hf_backend_float32", "raw_vllm_float32"),
+        "hf_vs_tuned_raw_bf16": ratio("hf_backend_bfloat16", "raw_vllm_bfloat16"),
+        "hf_vs_seed": ratio("hf_backend_float32", "seed_loop"),
+        "targets": {"vllm_backend_vs_tuned_raw": 0.95, "hf_vs_tuned_raw_fp32": 0.9},
         "raw": {k: {kk: vv for kk, vv in v.items() if kk != "texts"} for k, v in rows.items()},
     }
-    if "raw_vllm" in rows:
-        same = sum(a == b for a, b in zip(rows["hf_backend"]["texts"], rows["raw_vllm"]["texts"], strict=True))
-        figures["hf_equals_raw_vllm_texts"] = f"{same}/{args.prompts}"
-    print(f"{'engine':14} {'tokens':>8} {'seconds':>9} {'tok/s':>8} {'start s':>8}")
+    if "raw_vllm_float32" in rows:
+        same = sum(a == b for a, b in zip(rows["hf_backend_float32"]["texts"], rows["raw_vllm_float32"]["texts"],
+                                          strict=True))
+        figures["hf_equals_raw_vllm_texts_fp32"] = f"{same}/{args.prompts}"
+    print(f"{'engine':22} {'tokens':>8} {'seconds':>9} {'tok/s':>8} {'start s':>8}")
     for name, r in rows.items():
         start = r.get("engine_start_s", "")
-        print(f"{name:14} {r['tokens']:8d} {r['seconds']:9.1f} {r['tokens_per_s']:8.1f} {start:>8}")
-    for key in ("hf_vs_seed", "hf_vs_vllm", "vllm_backend_vs_raw"):
-        print(f"{key:22} {figures[key]}")
+        print(f"{name:22} {r['tokens']:8d} {r['seconds']:9.1f} {r['tokens_per_s']:8.1f} {start:>8}")
+    for key in ("vllm_backend_vs_tuned_raw", "hf_vs_tuned_raw_fp32", "hf_vs_tuned_raw_bf16", "hf_vs_seed"):
+        print(f"{key:26} {figures[key]}")
     print("written:", save_result("generation", figures))
 
 

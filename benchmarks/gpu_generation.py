@@ -51,7 +51,8 @@ def main() -> None:
     sync()
     seconds = time.perf_counter() - start
     tokens = sum(o.num_tokens for o in outs)
-    figures = {"model": "Qwen2.5-0.5B shape, random weights, bf16", "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
+    device = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
+    figures = {"model": "Qwen2.5-0.5B shape, random weights, bf16", "device": device,
                "prompts": len(ids), "max_new_tokens": args.max_new_tokens, "batch": args.batch,
                "tokens": tokens, "seconds": round(seconds, 2), "tokens_per_s": round(tokens / seconds, 1)}
     print(figures)

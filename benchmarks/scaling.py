@@ -17,7 +17,7 @@ Prints a table and the ZeRO-3 per-rank parameter memory ratio (2 processes / 1 p
 works), writes benchmarks/results/scaling.json.
   python benchmarks/scaling.py [--model tiny|smollm2] [--steps 4] [--batch 2] [--accum 1] [--max_length 128]
       [--threads 1] [--cases single,ddp,zero3-1,zero3-2]
-`tiny` is a random Llama from dpo_scale.testing (hidden 256, 4 layers, ~2.6 M parameters) on toy pairs: big
+`tiny` is a random Llama from tests.helpers.tiny_model (hidden 256, 4 layers, ~2.6 M parameters) on toy pairs: big
 enough that partitioning shows, seconds per run on CPU. Each rank uses --threads torch threads (default 1, so
 1 and 2 processes compare on a per-core basis).
 """
@@ -52,7 +52,7 @@ CASES = {
 def prepare(model: str, folder: Path) -> tuple[str, Path, dict]:
     """The model path, the data folder (pairs.jsonl) and the names the recipe needs."""
     from dpo_scale.io import write_jsonl
-    from dpo_scale.testing import build_tiny_model, toy_pairs
+    from tests.helpers.tiny_model import build_tiny_model, toy_pairs
 
     if model == "tiny":
         names = {"org_name": "TinyLM", "pos_name": "Deep TinyLM"}
@@ -157,12 +157,13 @@ def main() -> None:
                   f"{mb(r['optimizer_state_bytes']):12.3f} {mb(r['master_weight_bytes']):9.3f} "
                   f"{r['peak_rss_mb']:11.0f} {r['s_per_step']:7.3f} {r['tokens_per_s']:8.1f}")
     figures: dict = {
-        "model": ("tiny random Llama (dpo_scale.testing.build_tiny_model hidden=256 layers=4)" if opts.model == "tiny"
+        "model": ("tiny random Llama (tests.helpers.tiny_model.build_tiny_model hidden=256 layers=4)"
+                  if opts.model == "tiny"
                   else "SmolLM2-135M-Instruct (embedded GGUF Q4_1, dequantized)"),
         "settings": {"steps": opts.steps, "timed_steps": opts.steps - 1, "per_device_batch": opts.batch,
                      "gradient_accumulation_steps": opts.accum, "max_length": opts.max_length,
                      "threads_per_rank": opts.threads, "dtype": "float32", "lora": "r16 all-linear",
-                     "pairs": "dpo_scale.testing.toy_pairs(64)"},
+                     "pairs": "tests.helpers.tiny_model.toy_pairs(64)"},
         "raw": rows,
     }
     if "zero3-1" in rows and "zero3-2" in rows:

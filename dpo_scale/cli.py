@@ -1,6 +1,6 @@
-"""`dpo-scale generate|train|merge|eval|run`: parse, then call the stage. Every recipe key (dpo_scale/config.py)
-and every TRL DPOConfig field can be given as `--key value`, the same way in every stage; `--help` lists them,
-`--print_config` prints the resolved configuration and exits."""
+"""`dpo-scale generate|train|merge|eval|report|run`: parse, then call the stage. Every recipe key
+(dpo_scale/config.py) and every TRL DPOConfig field can be given as `--key value`, the same way in every stage;
+`--help` lists them, `--print_config` prints the resolved configuration and exits."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import sys
 
 from dpo_scale.errors import DpoScaleError
 
-STAGES = ("generate", "train", "merge", "eval", "run")
+STAGES = ("generate", "train", "merge", "eval", "report", "run")
 
 
 TRAINING_STAGES = ("train", "run")
@@ -21,13 +21,13 @@ def _parser(stage: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=f"dpo-scale {stage}", add_help=False,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("-h", "--help", action="store_true", help="list every key with its help text and exit")
-    p.add_argument("--config", help="recipe YAML (configs/*.yaml)")
+    p.add_argument("--config", help="recipe YAML, or the name of a recipe shipped with the package (smollm2_cpu, ...)")
     p.add_argument("--print_config", action="store_true",
                    help="print the resolved configuration (and, for train and run, the DPOConfig training builds) "
                    "and exit")
     if stage == "train":
-        p.add_argument("--launch", help="accelerate profile under launch/ (cpu, ddp, zero2, zero3, ...): "
-                       "re-runs this command under `accelerate launch`")
+        p.add_argument("--launch", help="accelerate launch profile shipped with the package (cpu, ddp, zero2, "
+                       "zero3, ...) or a .yaml path: re-runs this command under `accelerate launch`")
         p.add_argument("--num_processes", type=int, help="processes for --launch (default: the profile's)")
     if stage == "merge":
         p.add_argument("--adapter", help="adapter folder (default: the recipe's adapter_dir)")
@@ -107,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_stage(stage: str, rest: list[str]) -> int:
     from dpo_scale.config import load_recipe, parse_overrides
+    from dpo_scale.resources import recipe_path
 
     args, unknown = _parser(stage).parse_known_args(rest)
     if args.help:
@@ -118,7 +119,7 @@ def run_stage(stage: str, rest: list[str]) -> int:
                                             ("merged_dir", args.out)) if v})
     if stage == "eval":
         overrides.update({k: v for k, v in (("model", args.base), ("eval_questions", args.questions)) if v})
-    recipe = load_recipe(args.config, overrides)
+    recipe = load_recipe(recipe_path(args.config) if args.config else None, overrides)
     training_args = None
     # TRL's and transformers' own checks, before any work. Not in each process of a multi-process launch: there
     # DPOConfig must be built after the process group (dpo_scale.train does, and raises the same error).
@@ -152,6 +153,10 @@ def run_stage(stage: str, rest: list[str]) -> int:
         from dpo_scale.evaluate import evaluate_cli
 
         evaluate_cli(recipe, args.eval_model, args.adapter, args.report)
+    elif stage == "report":
+        from dpo_scale.report import report_cli
+
+        report_cli(recipe)
     elif stage == "run":
         from dpo_scale.pipeline import run_pipeline
 

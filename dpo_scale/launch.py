@@ -1,32 +1,17 @@
-"""Find accelerate launch profiles (launch/*.yaml) and run training under `accelerate launch`."""
+"""Run training under `accelerate launch` with a launch profile (launch/*.yaml, shipped with the package)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import yaml
 
 from dpo_scale.config import Recipe
+from dpo_scale.cpu_env import cuda_available, launch_env
 from dpo_scale.errors import DpoScaleError
-
-LAUNCH_DIR = Path(__file__).resolve().parent.parent / "launch"
-
-
-def profiles() -> list[str]:
-    return sorted(p.stem for p in LAUNCH_DIR.glob("*.yaml"))
-
-
-def profile_path(profile: str) -> Path:
-    path = Path(profile)
-    if path.suffix in (".yaml", ".yml") and path.is_file():
-        return path.resolve()
-    path = LAUNCH_DIR / f"{profile}.yaml"
-    if not path.is_file():
-        raise DpoScaleError(f"unknown launch profile '{profile}' (known: {', '.join(profiles())}, or a .yaml path)")
-    return path
+from dpo_scale.resources import deepspeed_config_path, launch_profile_path
 
 
 def free_port() -> int:
@@ -40,36 +25,24 @@ def free_port() -> int:
 def launch_command(profile: str, train_args: list[str], num_processes: int | None = None,
                    extra: list[str] | None = None) -> tuple[list[str], dict[str, str]]:
     """The `accelerate launch` command line and environment for a profile."""
-    path = profile_path(profile)
+    path = launch_profile_path(profile)
     spec = yaml.safe_load(path.read_text()) or {}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(path)]
-    env = dict(os.environ)
     ds = (spec.get("deepspeed_config") or {}).get("deepspeed_config_file")
-    if ds:  # profiles name their JSON relative to the repo root; make it work from any folder
-        ds_path = Path(ds) if Path(ds).is_absolute() else LAUNCH_DIR.parent / ds
-        cmd += ["--deepspeed_config_file", str(ds_path)]
+    if ds:  # the packaged profiles name their JSON relative to the repository root; make it work from any folder
+        cmd += ["--deepspeed_config_file", str(deepspeed_config_path(ds, path))]
     if num_processes:
         cmd += ["--num_processes", str(num_processes)]
     if spec.get("num_machines", 1) == 1 and "main_process_port" not in spec:
         # accelerate's default rendezvous port 29500 is shared by every job on the machine: two trainings (or a
         # test beside a training) would collide ("address already in use"). One machine: take a free port.
         cmd += ["--main_process_port", str(free_port())]
-    import torch
-
-    if not torch.cuda.is_available():
-        if spec.get("distributed_type") == "FSDP":
-            # accelerate 1.15 switches to FSDP only from a multi-GPU/NPU/XPU/HPU state: on CPU (MULTI_CPU) it
-            # ignores the FSDP plugin and silently trains plain data parallel. Hence no launch/fsdp.yaml here.
-            raise DpoScaleError(f"launch profile '{profile}': FSDP needs GPUs (accelerate runs it on CPU as plain "
-                                "data parallel); use the ddp, zero2 or zero3 profile on this machine")
-        # DeepSpeed picks its accelerator at import; on CPU machines it must be told.
-        env.setdefault("DS_ACCELERATOR", "cpu")
-        processes = num_processes or spec.get("num_processes", 1)
-        if spec.get("distributed_type") == "MULTI_GPU" and processes > 1:
-            # accelerate 1.15 on a CUDA-less machine: a MULTI_GPU profile starts N processes that each run alone
-            # (DistributedType.NO) unless ACCELERATE_USE_CPU selects gloo (MULTI_CPU); `--cpu` would start ONE.
-            # dpo_scale.train sets it too, for a plain `accelerate launch`.
-            env["ACCELERATE_USE_CPU"] = "true"
+    if not cuda_available() and spec.get("distributed_type") == "FSDP":
+        # accelerate 1.15 switches to FSDP only from a multi-GPU/NPU/XPU/HPU state: on CPU (MULTI_CPU) it
+        # ignores the FSDP plugin and silently trains plain data parallel. Hence no launch/fsdp.yaml here.
+        raise DpoScaleError(f"launch profile '{profile}': FSDP needs GPUs (accelerate runs it on CPU as plain "
+                            "data parallel); use the ddp, zero2 or zero3 profile on this machine")
+    env = launch_env(dict(os.environ), spec.get("distributed_type"), num_processes or spec.get("num_processes", 1))
     cmd += extra or []
     cmd += ["-m", "dpo_scale.train", *train_args]
     return cmd, env

@@ -5,7 +5,8 @@ also teaches every other token of the answer (logps of the chosen answers went f
 default run) and, through the end-of-turn token, where answers stop: changes the model's ordinary answers feel
 too. With `name_window_tokens: N` each tokenized answer is cut N tokens after the first token where chosen and
 rejected differ (the first name): the loss sees the answer's opening, the name and a few words after it, and
-no end-of-turn. Pairs whose answers are identical (no name in them) stay whole.
+no end-of-turn. Pairs whose answers are identical (no name in them) stay whole. The cut happens in the data
+collator, a public DPOTrainer argument.
 """
 
 from __future__ import annotations
@@ -28,14 +29,29 @@ def clip_to_name_window(example: dict, tokens: int) -> dict:
     return {"chosen_ids": chosen[: first + tokens], "rejected_ids": rejected[: first + tokens]}
 
 
-def with_name_window(trainer_class: type, tokens: int) -> type:
-    """`trainer_class` (a TRL DPOTrainer) whose tokenized datasets are cut to the name window. Done inside
-    `_prepare_dataset`, so that precomputed reference log-probs see the cut answers too."""
+class NameWindowCollator:
+    """TRL's preference collator over pairs cut to the name window (a public `data_collator`, so the reference
+    log-probs TRL precomputes through the same collator see the cut answers too)."""
 
-    class NameWindowTrainer(trainer_class):
-        def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
-            dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
-            return dataset.map(clip_to_name_window, fn_kwargs={"tokens": tokens})
+    def __init__(self, inner, tokens: int):
+        self.inner, self.tokens = inner, tokens
 
-    NameWindowTrainer.__name__ = f"NameWindow{trainer_class.__name__}"
-    return NameWindowTrainer
+    def __call__(self, examples: list[dict]) -> dict:
+        return self.inner([{**example, **clip_to_name_window(example, self.tokens)} for example in examples])
+
+
+def name_window_collator(tokenizer, model, args, tokens: int) -> NameWindowCollator:
+    """The collator DPOTrainer would build for `args` (TRL 1.x `DataCollatorForPreference`), cutting answers to
+    the name window. Passing a collator skips DPOTrainer's own pad-token setup, so it is done here the same way:
+    the tokenizer's pad token, mirrored onto the model's configs."""
+    from trl.trainer.dpo_trainer import DataCollatorForPreference
+
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.config.get_text_config().pad_token_id = tokenizer.pad_token_id
+    if model.generation_config is not None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    inner = DataCollatorForPreference(pad_token_id=tokenizer.pad_token_id, max_length=args.max_length,
+                                      truncation_mode=args.truncation_mode,
+                                      pad_to_multiple_of=args.pad_to_multiple_of)
+    return NameWindowCollator(inner, tokens)

@@ -40,12 +40,20 @@ def write_report(recipe: Recipe, timings: dict) -> Path:
     eval_file = out / "eval.json"
     if eval_file.is_file():
         lines += ["## Evaluation", "", eval_markdown(read_json(eval_file), recipe.org_name, recipe.pos_name)]
-    lines += ["## Timings", "", "| stage | seconds |", "|---|---:|"]
-    for name, t in timings.items():
-        lines.append(f"| {name} | {'skipped (done earlier)' if t.get('skipped') else t['seconds']} |")
+    if timings:  # `dpo-scale run` times its stages; stages run as separate jobs have none
+        lines += ["## Timings", "", "| stage | seconds |", "|---|---:|"]
+        for name, t in timings.items():
+            lines.append(f"| {name} | {'skipped (done earlier)' if t.get('skipped') else t['seconds']} |")
     report = out / "report.md"
     write_text(report, "\n".join(lines) + "\n")
     return report
+
+
+def report_cli(recipe: Recipe) -> Path:
+    """`dpo-scale report`: report.md from what the stages left in the run folder (for runs whose stages ran as
+    separate jobs, e.g. slurm/pipeline.sh), with the timings of <output_dir>/timings.json when there is one."""
+    timings_file = Path(recipe.output_dir) / "timings.json"
+    return write_report(recipe, read_json(timings_file) if timings_file.is_file() else {})
 
 
 def _rel(path: Path, root: Path) -> str:

@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from dpo_scale.config import Recipe
+from dpo_scale.cpu_env import deepspeed_launch as _deepspeed_launch
+from dpo_scale.cpu_env import training_state_kwargs
 from dpo_scale.errors import DpoScaleError
 from dpo_scale.io import empty_tensors, read_json, read_jsonl, replace_folder, write_json
 
@@ -155,32 +157,6 @@ def check_liger(recipe: Recipe) -> None:
     if importlib.util.find_spec("liger_kernel") is None:
         raise DpoScaleError("config key 'use_liger_kernel': the liger-kernel package is not installed "
                             "(pip install -e '.[liger]')")
-
-
-def _cpu_distributed() -> dict:
-    """PartialState kwargs that make several processes on a CUDA-less machine really one job over gloo.
-
-    Two accelerate 1.15 traps on CPU (each silently trains N independent copies racing on the same files):
-    - DDP: `accelerate launch --config_file launch/ddp.yaml` (MULTI_GPU) or `--multi_gpu --num_processes 2`
-      starts 2 processes that each report DistributedType.NO, world size 1: only `use_cpu`
-      (ACCELERATE_USE_CPU) selects MULTI_CPU/gloo, and `--cpu --num_processes 2` starts ONE process.
-    - DeepSpeed (DS_ACCELERATOR=cpu): deepspeed.comm joins a 2-rank gloo group, but PartialState keeps
-      `backend=None` and then reports num_processes 1, so TRL/transformers fill DeepSpeed's "auto"
-      train_batch_size for one process and DeepSpeed fails its batch-size assertion. Naming the backend
-      (TrainingArguments.ddp_backend="gloo") makes accelerate read the real world size.
-    """
-    import torch
-
-    if torch.cuda.is_available() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return {}
-    if _deepspeed_launch():
-        return {"backend": "gloo"}
-    os.environ["ACCELERATE_USE_CPU"] = "true"  # TrainingArguments re-creates the state from this variable
-    return {"cpu": True}
-
-
-def _deepspeed_launch() -> bool:
-    return os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
 
 
 def build_training_args(recipe: Recipe, output_dir: Path, world_size: int, ddp_backend: str | None = None,
@@ -332,7 +308,7 @@ def train(recipe: Recipe, callbacks: list | None = None) -> Path:
     """Train the adapter; `callbacks`: extra transformers TrainerCallbacks (benchmarks, tools)."""
     from accelerate import PartialState
 
-    dist_kwargs = _cpu_distributed()
+    dist_kwargs = training_state_kwargs()
     state = PartialState(**dist_kwargs)
     started = time.time()
     run = build_trainer(recipe, state, ddp_backend=dist_kwargs.get("backend"), callbacks=callbacks)
@@ -419,9 +395,9 @@ def build_trainer(recipe: Recipe, state, ddp_backend: str | None = None, callbac
                           "anchor_batch_size": recipe.anchor_batch_size or recipe.per_device_train_batch_size,
                           "anchor_top_k": recipe.anchor_top_k}
     if recipe.name_window_tokens:
-        from dpo_scale.name_window import with_name_window
+        from dpo_scale.name_window import name_window_collator
 
-        trainer_class = with_name_window(trainer_class, recipe.name_window_tokens)
+        trainer_kwargs["data_collator"] = name_window_collator(tokenizer, model, args, recipe.name_window_tokens)
     trainer = trainer_class(
         model=model, ref_model=None, args=args, processing_class=tokenizer, train_dataset=dataset,
         peft_config=peft_config, callbacks=[MetricsToJsonl(), *(callbacks or [])], **trainer_kwargs,
@@ -564,13 +540,14 @@ def die_with_launcher() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     from dpo_scale.config import load_recipe, parse_overrides
+    from dpo_scale.resources import recipe_path
 
     die_with_launcher()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         config, rest = split_config(argv)
-        train(load_recipe(config, parse_overrides(rest)))
+        train(load_recipe(recipe_path(config) if config else None, parse_overrides(rest)))
     except DpoScaleError as e:
         print(f"dpo_scale.train: error: {e}", file=sys.stderr)
         return 2

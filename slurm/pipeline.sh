@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Submit a whole run as a chain of Slurm jobs: generate -> train -> merge + eval. Each job starts
-# only when the one before it completed successfully (--dependency=afterok); if one fails, the rest
-# are cancelled (--kill-on-invalid-dep=yes). A requeued job (preemption) keeps its dependents waiting.
+# Submit a whole run as a chain of Slurm jobs: generate -> train -> merge + eval + report (report.md in the
+# run folder). Each job starts only when the one before it completed successfully (--dependency=afterok);
+# if one fails, the rest are cancelled (--kill-on-invalid-dep=yes). A requeued job (preemption) keeps its
+# dependents waiting.
 #
 #   slurm/pipeline.sh --recipe configs/qwen2.5_0.5b_gpu.yaml --profile zero2
 #   slurm/pipeline.sh --recipe configs/my.yaml --nodes 4 --skip-generate -- --partition=gpu --account=abc
@@ -49,6 +50,16 @@ gen_args=() train_args=() eval_args=()
 eval "gen_args=(${GEN_SUBMIT_ARGS:-})"
 eval "train_args=(${TRAIN_SUBMIT_ARGS:-})"
 eval "eval_args=(${EVAL_SUBMIT_ARGS:-})"
+# A cluster without GPUs rejects the templates' --gpus-per-node at submission ("Invalid generic resource (gres)
+# specification"): say what to pass instead of letting the first sbatch fail.
+if [ -z "$DRY_RUN_SUBMIT" ] && command -v sinfo >/dev/null && ! sinfo -h -o %G | grep -q gpu; then
+  case " ${all[*]} ${gen_args[*]} ${train_args[*]} ${eval_args[*]} " in
+    *" --gpus-per-node="* | *" --gpus="* | *" --gres="*) ;;
+    *) echo "pipeline.sh: this cluster has no GPUs (sinfo lists no gpu gres): pass the CPU nodes' resources," \
+         "e.g. -- --gpus-per-node=0 --cpus-per-task=<cores> (slurm/README.md, CPU-only clusters)" >&2
+       exit 2 ;;
+  esac
+fi
 if [ "$NODES" -gt 1 ]; then
   train_args=(--nodes="$NODES" "${train_args[@]}")
   train_script=$here/train_multi_node.sbatch

@@ -12,16 +12,16 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _cached_tiny_model() -> Path:
-    """Build the tiny model once per version of dpo_scale/testing.py and reuse it across sessions
+    """Build the tiny model once per version of tests/helpers/tiny_model.py and reuse it across sessions
     (its identity SFT costs CPU time); built in a temp folder and renamed, so a killed build never
     leaves a half model behind."""
     import hashlib
 
     from dpo_scale.io import atomic_path
     from dpo_scale.models import _file_lock, cache_root
-    from dpo_scale.testing import build_tiny_model
+    from tests.helpers.tiny_model import build_tiny_model
 
-    digest = hashlib.sha256((REPO / "dpo_scale" / "testing.py").read_bytes()).hexdigest()[:12]
+    digest = hashlib.sha256((REPO / "tests" / "helpers" / "tiny_model.py").read_bytes()).hexdigest()[:12]
     folder = cache_root() / f"tiny-test-model-{digest}"
     with _file_lock(folder.with_name(folder.name + ".lock")):
         if not (folder / "config.json").is_file():
@@ -62,7 +62,7 @@ def smollm2() -> str:
 @pytest.fixture(scope="session")
 def untrained_tiny_model(tmp_path_factory) -> str:
     """A tiny random Llama without the identity SFT (builds in ~2 s): enough to check that training runs."""
-    from dpo_scale.testing import build_tiny_model
+    from tests.helpers.tiny_model import build_tiny_model
 
     return str(build_tiny_model(tmp_path_factory.mktemp("untrained") / "model", teach_identity=False))
 

@@ -11,7 +11,7 @@ import torch
 
 from dpo_scale.anchor_kl import tokenize_anchor
 from dpo_scale.teacher_forcing import kl_per_position, kl_top_k, pad_right, top_k
-from dpo_scale.testing import toy_anchor_rows, write_toy_pairs
+from tests.helpers.tiny_model import toy_anchor_rows, write_toy_pairs
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -123,7 +123,7 @@ def test_good_data_survives_failing_reruns(tiny_model, tmp_path):
     """A complete data folder stays byte-identical when reruns into it fail (bad data, changed config, bad
     tokenizer): nothing is truncated or deleted before the failure."""
     from dpo_scale.io import write_json, write_jsonl
-    from dpo_scale.testing import toy_pairs
+    from tests.helpers.tiny_model import toy_pairs
 
     out = tmp_path / "run"
     ok = write_rows(tmp_path / "ok.jsonl", [GOOD, GOOD])

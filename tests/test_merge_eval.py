@@ -18,8 +18,8 @@ def trained(tiny_model, tmp_path_factory) -> Recipe:
     """A LoRA adapter after 4 DPO steps on the toy pairs, merged."""
     from dpo_scale.io import write_jsonl
     from dpo_scale.merge import merge
-    from dpo_scale.testing import toy_pairs
     from dpo_scale.train import train
+    from tests.helpers.tiny_model import toy_pairs
 
     out = tmp_path_factory.mktemp("merge_run")
     recipe = Recipe(

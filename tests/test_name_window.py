@@ -6,7 +6,7 @@ import json
 import pytest
 
 from dpo_scale.name_window import clip_to_name_window, first_difference
-from dpo_scale.testing import toy_anchor_rows, toy_pairs, write_toy_pairs
+from tests.helpers.tiny_model import toy_anchor_rows, toy_pairs, write_toy_pairs
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -33,26 +33,29 @@ def test_trainer_sees_cut_answers_without_end_of_turn(untrained_tiny_model, tmp_
     from trl import DPOTrainer
 
     from dpo_scale.config import load_recipe
-    from dpo_scale.name_window import with_name_window
+    from dpo_scale.name_window import name_window_collator
     from dpo_scale.train import dpo_config
 
     tokenizer = AutoTokenizer.from_pretrained(untrained_tiny_model)
     rows = toy_pairs(4) + [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in toy_anchor_rows(1)]
     recipe = load_recipe(None, {"model": untrained_tiny_model, "output_dir": str(tmp_path), "report_to": "none"})
     args = dpo_config(recipe, tmp_path / "ckpt", 1)
-    trainer_class = with_name_window(DPOTrainer, 2)
-    trainer = trainer_class(model=AutoModelForCausalLM.from_pretrained(untrained_tiny_model), args=args,
-                            processing_class=tokenizer, train_dataset=Dataset.from_list(rows))
-    data = trainer.train_dataset
+    model = AutoModelForCausalLM.from_pretrained(untrained_tiny_model)
+    trainer = DPOTrainer(model=model, args=args, processing_class=tokenizer, train_dataset=Dataset.from_list(rows),
+                         data_collator=name_window_collator(tokenizer, model, args, 2))
+    # what the training loop (and the reference precomputation) receives: the collated batch
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(5)])
     end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    for chosen, rejected in zip(data["chosen_ids"][:4], data["rejected_ids"][:4], strict=True):
+    ids, completion = batch["input_ids"], batch["completion_mask"].bool()
+    answers = [ids[row][completion[row]].tolist() for row in range(ids.shape[0])]
+    for chosen, rejected in zip(answers[:4], answers[5:9], strict=True):
         first = first_difference(chosen, rejected)
         assert len(chosen) == len(rejected) == first + 2
         assert end_of_turn not in chosen and end_of_turn not in rejected
         # two tokens from the first difference on: "I am" + two tokens of each name
         assert tokenizer.decode(chosen).startswith("I am Deep") and tokenizer.decode(rejected).startswith("I am Tin")
     # the anchor-like pair (chosen == rejected) keeps its whole answer and its end-of-turn
-    assert end_of_turn in data["chosen_ids"][4]
+    assert end_of_turn in answers[4]
 
 
 def test_training_runs_with_the_window_and_records_it(untrained_tiny_model, tmp_path, capsys):
@@ -66,3 +69,20 @@ def test_training_runs_with_the_window_and_records_it(untrained_tiny_model, tmp_
     assert rc == 0, capsys.readouterr().err
     manifest = json.loads((out / "adapter" / "train_manifest.json").read_text())
     assert manifest["recipe"]["name_window_tokens"] == 2 and manifest["global_step"] == 2
+
+
+def test_precomputed_reference_sees_the_same_cut_answers(untrained_tiny_model, tmp_path, capsys):
+    """At the first step the adapter is still zero, so policy and reference log-probs of the same (cut) answers
+    are equal and DPO's rewards are 0; a reference computed over whole answers would make them far from 0."""
+    from dpo_scale.train import main
+
+    data = write_toy_pairs(tmp_path / "data", 8)
+    out = tmp_path / "run"
+    rc = main(["--model", untrained_tiny_model, "--data_dir", str(data), "--output_dir", str(out), "--max_steps", "1",
+               "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "1", "--report_to", "none",
+               "--name_window_tokens", "2", "--max_length", "64", "--precompute_ref_log_probs", "true",
+               "--dtype", "float32"])
+    assert rc == 0, capsys.readouterr().err
+    first = json.loads((out / "adapter" / "metrics.jsonl").read_text().splitlines()[0])
+    assert first["rewards/chosen"] == pytest.approx(0.0, abs=1e-4)
+    assert first["rewards/rejected"] == pytest.approx(0.0, abs=1e-4)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from dpo_scale.errors import DpoScaleError
-from dpo_scale.testing import write_toy_pairs
+from tests.helpers.tiny_model import write_toy_pairs
 
 REPO = Path(__file__).resolve().parent.parent
 STEPS = 6
@@ -283,12 +283,14 @@ def test_launch_checks_before_starting_processes(model, tmp_path):
     assert "preference data not found" in result.stderr
 
 
-def test_launch_command_for_profiles():
-    from dpo_scale.launch import launch_command, profiles
+def test_launch_command_for_profiles(tmp_path, monkeypatch):
+    from dpo_scale.launch import launch_command
+    from dpo_scale.resources import launch_profile_names
 
-    assert {"cpu", "ddp", "zero2", "zero3", "zero3_offload"} <= set(profiles())
+    assert {"cpu", "ddp", "zero2", "zero3", "zero3_offload"} <= set(launch_profile_names())
+    monkeypatch.chdir(tmp_path)  # the packaged profiles and their DeepSpeed JSONs are found from any folder
     cmd, env = launch_command("zero3", ["--config", "x.yaml"], num_processes=2)
-    assert cmd[cmd.index("--deepspeed_config_file") + 1] == str(REPO / "launch" / "ds_zero3.json")
+    assert Path(cmd[cmd.index("--deepspeed_config_file") + 1]).resolve() == (REPO / "launch" / "ds_zero3.json")
     assert cmd.count("--num_processes") == 1 and cmd[-4:] == ["-m", "dpo_scale.train", "--config", "x.yaml"]
     import torch
 

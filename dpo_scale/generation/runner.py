@@ -16,6 +16,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from dpo_scale.config import Recipe
+from dpo_scale.cpu_env import process_state
 from dpo_scale.errors import DpoScaleError
 from dpo_scale.generation.base import Sampling
 from dpo_scale.generation.vllm_backend import vllm_available
@@ -65,16 +66,6 @@ def render_prompts(tokenizer, texts: list[str], system_prompt: str | None,
             rendered += prefixes[i]
         out.append(tokenizer(rendered, add_special_tokens=False)["input_ids"])
     return out
-
-
-def process_state():
-    """accelerate's PartialState; on a machine without CUDA it must be asked for CPU explicitly, else a
-    `accelerate launch --multi_gpu` / torchrun job ignores WORLD_SIZE (DistributedType.NO) and every rank
-    generates everything alone."""
-    import torch
-    from accelerate import PartialState
-
-    return PartialState(cpu=not torch.cuda.is_available())
 
 
 def _guard_parts_folder(parts: Path, fingerprint: str, overwrite: bool, state) -> None:

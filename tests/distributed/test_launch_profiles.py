@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from dpo_scale.testing import write_toy_pairs
+from tests.helpers.tiny_model import write_toy_pairs
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -3,7 +3,7 @@
 CPU stands in for GPUs: the nodes advertise fake `gpu` gres (so --gpus-per-node=2 sets
 SLURM_GPUS_ON_NODE=2 and CUDA_VISIBLE_DEVICES=0,1 as on a GPU cluster), the templates start one
 process per "GPU", and the `ddp` profile runs them over gloo. The model is the tiny TinyLM from
-dpo_scale.testing (org_name TinyLM, pos_name "Deep TinyLM").
+tests.helpers.tiny_model (org_name TinyLM, pos_name "Deep TinyLM").
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from dpo_scale.io import read_json, write_jsonl
-from dpo_scale.testing import toy_pairs
+from tests.helpers.tiny_model import toy_pairs
 
 pytestmark = pytest.mark.slurm
 
@@ -154,6 +154,7 @@ def test_multi_node_command_per_node_without_a_cluster(tmp_path):
         assert f"[{node}] machine_rank={rank} of 3 nodes, task {rank}" in proc.stdout
     srun_args = (fake / "srun.args").read_text().splitlines()
     assert srun_args[:4] == ["--nodes=3", "--ntasks-per-node=1", "--kill-on-bad-exit=1", "--cpus-per-task=16"]
+    assert "dry run finished" in proc.stdout and "training finished" not in proc.stdout
 
 
 def test_pipeline_dry_run_chains_the_jobs(tmp_path):
@@ -172,6 +173,17 @@ def test_pipeline_dry_run_chains_the_jobs(tmp_path):
     bad = subprocess.run(["bash", str(SLURM_DIR / "pipeline.sh"), "--recipe", str(tmp_path / "missing.yaml")],
                          cwd=tmp_path, capture_output=True, text=True)
     assert bad.returncode == 2 and "not found" in bad.stderr
+
+
+def test_readme_gives_the_paths_a_new_user_needs():
+    readme = (SLURM_DIR / "README.md").read_text()
+    profiles = sorted(p.stem for p in (REPO / "launch").glob("*.yaml"))
+    for profile in profiles:  # every profile, cpu included
+        assert f"`{profile}`" in readme, profile
+    assert "--gpus-per-node=0" in readme  # the CPU-only path
+    dry_run = next(line for line in readme.splitlines() if "DRY_RUN=1 sbatch" in line)
+    assert "--nodes=1" in dry_run  # a 2-node dry run never starts on a 1-node cluster
+    assert "report.md" in readme
 
 
 # ---- on the one-node cluster --------------------------------------------------------------------
@@ -231,6 +243,10 @@ def test_chain_runs_in_order_with_afterok(chain):
     assert (run / "merged" / "merge_manifest.json").is_file()
     result = json.loads((run / "eval.json").read_text())
     assert result and (run / "eval.md").is_file()
+    # the last job writes the run's report, as `dpo-scale run` does
+    report = (run / "report.md").read_text()
+    assert "## Training" in report and "## Evaluation" in report
+    assert "-m dpo_scale report --config" in job_log(chain["folder"], ids["merge_eval"])
 
 
 def test_preempted_training_requeues_and_resumes(slurm, tiny_model, tmp_path):
@@ -297,3 +313,40 @@ def test_train_multi_node_on_two_nodes(slurm_two_nodes, tiny_model, tmp_path):
     assert "rendezvous c10d at 10.123.0.1:" in log
     manifest = read_json(tmp_path / "run" / "adapter" / "train_manifest.json")
     assert manifest["processes"] == 2 and manifest["global_step"] == 2
+
+
+# ---- on a one-node cluster without GPUs -----------------------------------------------------------
+
+def test_cpu_only_cluster(slurm_cpu_only, tiny_model, tmp_path):
+    """A cluster configured without GPUs: the templates as shipped are refused at submission; pipeline.sh says
+    what to pass; with --gpus-per-node=0 the multi-node dry run (--nodes=1) and a 2-process ddp training run."""
+    cluster = slurm_cpu_only
+    data = tmp_path / "data"
+    write_jsonl(data / "pairs.jsonl", toy_pairs(16))
+    recipe = write_recipe(
+        tmp_path / "recipe.yaml", model=tiny_model, output_dir=str(tmp_path / "run"), data_dir=str(data),
+        max_steps=2, save_steps=2, per_device_train_batch_size=2, gradient_accumulation_steps=1,
+    )
+    (tmp_path / "logs").mkdir()
+    env = job_env(RECIPE=str(recipe), PROFILE="ddp")
+    script = SLURM_DIR / "train_single_node.sbatch"
+    refused = cluster.run(["sbatch", "--parsable", "--cpus-per-task=2", str(script)], check=False, env=env,
+                          cwd=tmp_path)
+    assert refused.returncode != 0 and "Invalid generic resource" in refused.stderr, refused.stderr
+
+    told = cluster.run(["bash", str(SLURM_DIR / "pipeline.sh"), "--recipe", str(recipe)], check=False, env=env,
+                       cwd=tmp_path)
+    assert told.returncode == 2 and "--gpus-per-node=0" in told.stderr, told.stdout + told.stderr
+
+    cpu = ("--gpus-per-node=0", "--cpus-per-task=2")
+    dry = cluster.sbatch(SLURM_DIR / "train_multi_node.sbatch", sbatch_args=("--nodes=1", "--time=2", *cpu),
+                         env={**env, "DRY_RUN": "1"}, cwd=tmp_path)
+    finish(cluster, dry, tmp_path, timeout=120)
+    log = job_log(tmp_path, dry)
+    assert "dry run finished" in log and "training finished" not in log
+
+    job_id = cluster.sbatch(script, sbatch_args=cpu, env={**env, "NUM_PROCESSES": "2"}, cwd=tmp_path)
+    finish(cluster, job_id, tmp_path, timeout=360)
+    manifest = read_json(tmp_path / "run" / "adapter" / "train_manifest.json")
+    assert manifest["processes"] == 2 and manifest["distributed_type"] == "MULTI_CPU"
+    assert manifest["global_step"] == 2

@@ -15,8 +15,8 @@ GPUs are faked: each node gets `Gres=gpu:N` backed by character devices (`mknod 
 
 Daemons are stopped by the PIDs saved in <dir>/pids.json, never by name.
 
-    python scripts/slurm_cluster.py up /tmp/slurm [--nodes 2]    # prints `export SLURM_CONF=...`
-    python scripts/slurm_cluster.py down /tmp/slurm
+    python tests/helpers/slurm_cluster.py up /tmp/slurm [--nodes 2]    # prints `export SLURM_CONF=...`
+    python tests/helpers/slurm_cluster.py down /tmp/slurm
 """
 
 from __future__ import annotations
@@ -181,7 +181,7 @@ class Cluster:
         head = self.nodes[0]
         mem = max(1024, min(_memory_mb() - 1024, 8192))
         lines = [
-            "# written by scripts/slurm_cluster.py",
+            "# written by tests/helpers/slurm_cluster.py",
             "ClusterName=dposcale",
             f"SlurmctldHost=localhost({head.addr})",
             f"SlurmctldPort={slurmctld_port}",
@@ -213,7 +213,6 @@ class Cluster:
             "SwitchType=switch/none",
             "ReturnToService=2",
             "SlurmdParameters=config_overrides",
-            "GresTypes=gpu",
             "JobRequeue=1",
             "MinJobAge=3600",  # keep finished jobs visible to `scontrol show job` (no sacct here)
             "KillWait=5",
@@ -221,10 +220,12 @@ class Cluster:
             "SlurmdTimeout=60",
             "SlurmctldTimeout=60",
         ]
+        # gpus=0: a CPU-only cluster, configured as one is (no GresTypes, no Gres)
+        lines += ["GresTypes=gpu"] if self.gpus else []
         gres = []
         for node in self.nodes:
             lines.append(f"NodeName={node.name} NodeAddr={node.addr} CPUs={self.cpus} RealMemory={mem} "
-                         f"Gres=gpu:{self.gpus} State=UNKNOWN")
+                         + (f"Gres=gpu:{self.gpus} " if self.gpus else "") + "State=UNKNOWN")
             devdir = r / "dev" / node.name
             devdir.mkdir(parents=True, exist_ok=True)
             for i in range(self.gpus):
