@@ -301,17 +301,18 @@ def _pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.0f}%"
 
 
-IDENTITY_ROWS = (  # (metric, label); "{name}"/"{old}": the names checked
+IDENTITY_ROWS = (  # (metric, label); "{name}"/"{old}": the names checked, "{what}": whose names
     ("new_name", "answers with \"{name}\""),
     ("other_form", "other forms of \"{name}\" (case, spacing)"),
     ("old_name", "answers with \"{old}\" (not in \"{name}\")"),
     ("old_only", "old name alone"),
-    ("named_any", "name the model at all"),
+    ("named_any", "name {what} at all"),
     ("new_among_named", "new name among those"),
 )
 
 
-def _identity_table(modes: dict[str, dict], org: str, pos: str, key: str | None = None) -> list[str]:
+def _identity_table(modes: dict[str, dict], org: str, pos: str, key: str | None = None,
+                    what: str = "the model") -> list[str]:
     header = "| metric | " + " | ".join(f"{MODE_TITLES[m]}: base | {MODE_TITLES[m]}: trained" for m in modes) + " |"
     lines = [header, "|---|" + "---:|" * (2 * len(modes))]
     for metric, label in IDENTITY_ROWS:
@@ -320,7 +321,7 @@ def _identity_table(modes: dict[str, dict], org: str, pos: str, key: str | None 
             for side in ("base", "trained"):
                 values = ident[side] if key is None else ident[side][key]
                 cells.append(_pct(values.get(metric)))
-        lines.append(f"| {label.format(name=pos, old=org)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {label.format(name=pos, old=org, what=what)} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -344,11 +345,12 @@ def eval_markdown(result: dict, org: str, pos: str, org_author: str | None = Non
     modes = _modes(result)
     d = result["drift"]
     questions = result["identity"]["trained"]["questions"]
-    lines = [f"### Identity ({questions} held-out questions; system prompt: \"{result['system_prompt']}\")", ""]
+    lines = [f"### Identity ({questions} questions; system prompt: \"{result['system_prompt']}\")", ""]
     lines += _identity_table(modes, org, pos)
     if "author" in result["identity"]["trained"]:
         lines += ["", f"Author ({org_author or 'old'} -> {pos_author or 'new'}):", ""]
-        lines += _identity_table(modes, org_author or "old author", pos_author or "new author", key="author")
+        lines += _identity_table(modes, org_author or "old author", pos_author or "new author", key="author",
+                                  what="the author")
     lines += ["", f"### Drift on {d['prompts']} ordinary prompts", "",
               "| metric | value |", "|---|---:|",
               f"| first sentence unchanged | {_pct(d['first_sentence_kept'])} |",
