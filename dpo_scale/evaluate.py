@@ -345,7 +345,7 @@ def eval_markdown(result: dict, org: str, pos: str, org_author: str | None = Non
     modes = _modes(result)
     d = result["drift"]
     questions = result["identity"]["trained"]["questions"]
-    lines = [f"### Identity ({questions} questions; system prompt: \"{result['system_prompt']}\")", ""]
+    lines = [f"### Identity ({questions} held-out questions; system prompt: \"{result['system_prompt']}\")", ""]
     lines += _identity_table(modes, org, pos)
     if "author" in result["identity"]["trained"]:
         lines += ["", f"Author ({org_author or 'old'} -> {pos_author or 'new'}):", ""]
