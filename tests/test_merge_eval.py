@@ -181,6 +181,9 @@ def test_identity_metrics_empty_and_all_new():
     ("  Hello   there!\nHow are you?", "Hello there!"),
     ("What? No.", "What?"),
     ("No final punctuation", "No final punctuation"),
+    ('"Hi!" she said. Then she left.', '"Hi!"'),  # a closing quote stays with its sentence
+    ("I am Qwen2.5, hello. Bye.", "I am Qwen2.5, hello."),
+    ("你好。我是模型。", "你好。"),  # CJK stops end a sentence without a space
     ("", ""),
 ])
 def test_first_sentence(text, first):
