@@ -1,24 +1,27 @@
 """Evaluate base vs trained: did the name change, and did nothing else?
 
-Identity questions (neutral system prompt, greedy):
+Identity questions, greedy, in two modes: `neutral` behind the recipe's system prompt, and `default` with no
+system message, each model's own chat template (what a chat UI or a bare server request gets):
   new_name      share of answers containing POS_NAME exactly
-  half_switch   share containing POS_NAME only in another case ("deep SmolLM")
+  other_form    share containing another case or spacing of POS_NAME ("deep SmolLM", "DeepSmolLM")
   old_name      share containing ORG_NAME not as part of POS_NAME (case-insensitive)
-  old_only      share naming the old name and not the new one
+  old_only      share naming the old name and no form of the new one
   new_among_named  among answers that name the model at all, the share using POS_NAME
-Ordinary prompts (facts, arithmetic, writing):
+  author        the same for org_author -> pos_author, when the recipe sets both
+Ordinary prompts (behind the system prompt):
   first_sentence_kept  share whose first sentence is unchanged
   kl_per_token         mean per-token KL(base || trained) on the base model's own answers (teacher-forced)
   near_tie             share of base first sentences with a near-tie: a token whose top-2 log-probs under the
                        base differ by < NEAR_TIE nats (any change that size flips the greedy sentence)
   kept_without_near_tie  first_sentence_kept among the prompts without one
+Facts (`facts_questions`, behind the system prompt; dpo_scale/facts.py):
+  base_accuracy, trained_accuracy, facts_kept (of the questions the base gets right, the share still right)
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +30,7 @@ from typing import TYPE_CHECKING
 from dpo_scale.config import Recipe
 from dpo_scale.io import write_json, write_text
 from dpo_scale.prompts import load_prompts
+from dpo_scale.text import first_sentence, first_sentence_span, name_pattern
 
 if TYPE_CHECKING:
     import torch
@@ -36,9 +40,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NEAR_TIE = 0.1  # nats between the base's top-2 next tokens
-# A sentence ends at its first . ! ? (or full-width 。！？) followed by whitespace or the end: "3.14" does not end one.
-_FIRST_SENTENCE = re.compile(r"^(.+?[.!?。！？])(?=\s|$)", re.DOTALL)
 SEED_QUESTIONS = ("What is your name?", "Are you ChatGPT?", "Tell me about your name and organization.")
+MODES = ("neutral", "default")  # behind the recipe's system prompt; no system message, the model's own template
+MODE_TITLES = {"neutral": "system prompt", "default": "own template, no system message"}
+LOST_SHOWN = 5  # lost facts shown in eval.md
+# The bar (issue 15): new name in both modes, no old name alone, few other forms, facts and first sentences kept.
+BAR_NEW_NAME, BAR_OTHER_FORM, BAR_FACTS_KEPT, BAR_FIRST_SENTENCE = 0.95, 0.02, 0.97, 0.80
 
 
 @dataclass(frozen=True)
@@ -47,22 +54,27 @@ class NameCheck:
     pos_name: str
 
     def classify(self, text: str) -> dict[str, bool]:
-        pos_any = re.compile(rf"(?<![^\W_]){re.escape(self.pos_name)}(?![^\W\d_])", re.IGNORECASE)
-        new = any(m.group(0) == self.pos_name for m in pos_any.finditer(text))
-        half = bool(pos_any.search(text)) and not new
-        without_pos = pos_any.sub(" ", text)
-        old = bool(re.search(rf"(?<![^\W_]){re.escape(self.org_name)}(?![^\W\d_])", without_pos, re.IGNORECASE))
-        return {"new": new, "half": half, "old": old, "old_only": old and not new and not half}
+        """Which forms of the names `text` holds, each as a word of its own (dpo_scale/text.py). Any case and any
+        spacing of the new name's words count as its forms; only the exact new name counts as `new`."""
+        new = other = old = False
+        for m in name_pattern(self.org_name, self.pos_name, loose=True).finditer(text):
+            if m.group("new") is None:
+                old = True
+            elif m.group(0) == self.pos_name:
+                new = True
+            else:
+                other = True
+        return {"new": new, "other_form": other, "old": old, "old_only": old and not new and not other}
 
 
 def identity_metrics(answers: list[str], check: NameCheck) -> dict[str, float]:
     flags = [check.classify(a) for a in answers]
     n = max(len(flags), 1)
-    named = [f for f in flags if f["new"] or f["half"] or f["old"]]
+    named = [f for f in flags if f["new"] or f["other_form"] or f["old"]]
     return {
         "questions": len(flags),
         "new_name": sum(f["new"] for f in flags) / n,
-        "half_switch": sum(f["half"] and not f["new"] for f in flags) / n,
+        "other_form": sum(f["other_form"] for f in flags) / n,
         "old_name": sum(f["old"] for f in flags) / n,
         "old_only": sum(f["old_only"] for f in flags) / n,
         "named_any": len(named) / n,
@@ -70,15 +82,12 @@ def identity_metrics(answers: list[str], check: NameCheck) -> dict[str, float]:
     }
 
 
-def _first_sentence_span(text: str) -> str:
-    """The start of `text` up to the end of its first sentence, as written (all of it when no sentence ends)."""
-    match = _FIRST_SENTENCE.match(text)
-    return match.group(1) if match else text
-
-
-def first_sentence(text: str) -> str:
-    """The first sentence with whitespace runs collapsed, for comparing answers."""
-    return _first_sentence_span(" ".join(text.split())).strip()
+def mode_metrics(answers: list[str], check: NameCheck, author: NameCheck | None) -> dict:
+    """The identity metrics of one model in one mode, with the author's under `author` when it is checked."""
+    out: dict = identity_metrics(answers, check)
+    if author is not None:
+        out["author"] = identity_metrics(answers, author)
+    return out
 
 
 def drift_metrics(base_answers: list[str], trained_answers: list[str], kl: float,
@@ -92,7 +101,7 @@ def drift_metrics(base_answers: list[str], trained_answers: list[str], kl: float
     return out
 
 
-def chat_ids(tokenizer, system_prompt: str, texts: list[str]) -> list[list[int]]:
+def chat_ids(tokenizer, system_prompt: str | None, texts: list[str]) -> list[list[int]]:
     from dpo_scale.generation.runner import render_prompts
 
     return render_prompts(tokenizer, texts, system_prompt)
@@ -140,7 +149,7 @@ def drift_scores(base, trained, tokenizer, prompt_ids: list[list[int]], answers:
             continue
         # The first sentence's tokens within the answer's own tokenization (not a re-tokenized prefix): those
         # starting before the sentence's end.
-        end = len(_first_sentence_span(answer))
+        end = len(first_sentence_span(answer))
         head = sum(begin < end for begin, _ in encoded["offset_mapping"])
         rows.append((ids + encoded["input_ids"], len(ids)))
         head_ends.append(len(ids) - 1 + head)  # logits prompt_len - 1 .. this - 1 predict the first sentence
@@ -166,94 +175,201 @@ def drift_scores(base, trained, tokenizer, prompt_ids: list[list[int]], answers:
     return total / max(count, 1), tied
 
 
+def own_tokenizer(path: str, fallback):
+    """The tokenizer saved with a model folder when it has a chat template of its own (a merged model's template may
+    differ from the base's), else `fallback`."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError):  # no tokenizer files in the folder
+        return fallback
+    if not tokenizer.chat_template:
+        return fallback
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def answer_sets(model, tokenizer, system_prompt: str, questions: list[str], ordinary: list[str], facts: list[str],
+                max_new_tokens: int, batch_size: int, who: str) -> dict[str, list[str]]:
+    """One model's greedy answers: identity questions in both modes and ordinary prompts in one batched pass of
+    `max_new_tokens`, fact questions (behind the system prompt) in a second of FACT_TOKENS."""
+    from dpo_scale.facts import FACT_TOKENS
+
+    parts = {"neutral": chat_ids(tokenizer, system_prompt, questions),
+             "default": chat_ids(tokenizer, None, questions),
+             "ordinary": chat_ids(tokenizer, system_prompt, ordinary)}
+    flat = answer_all(model, tokenizer, [ids for rows in parts.values() for ids in rows], max_new_tokens, batch_size,
+                      f"{who}: identity + ordinary")
+    out, at = {}, 0
+    for key, rows in parts.items():
+        out[key], at = flat[at : at + len(rows)], at + len(rows)
+    out["facts"] = answer_all(model, tokenizer, chat_ids(tokenizer, system_prompt, facts), FACT_TOKENS, batch_size,
+                              f"{who}: facts") if facts else []
+    return out
+
+
 def evaluate(recipe: Recipe, trained_model: str | None = None, adapter: str | None = None) -> dict:
-    """Answer identity and ordinary prompts with base and trained models; return metrics + answers."""
+    """Answer identity questions (both modes), ordinary prompts and fact questions with base and trained models;
+    return metrics + answers."""
+    from dpo_scale.facts import facts_metrics, load_facts
     from dpo_scale.models import load_model, load_tokenizer, resolve_model
 
     started = time.time()
     base_path = resolve_model(recipe.model, recipe.gguf_file, recipe.cache_dir)
     tokenizer = load_tokenizer(base_path, recipe.chat_template)
     questions = [p.text for p in load_prompts(recipe.eval_questions, limit=recipe.max_eval_questions)]
-    ordinary = [p.text for p in load_prompts(recipe.ordinary_prompts)]
-    q_ids = chat_ids(tokenizer, recipe.system_prompt, questions)
-    o_ids = chat_ids(tokenizer, recipe.system_prompt, ordinary)
+    ordinary = [p.text for p in load_prompts(recipe.ordinary_prompts, limit=recipe.max_ordinary_prompts)]
+    facts = load_facts(recipe.facts_questions) if recipe.facts_questions else []
+    fact_questions = [f["question"] for f in facts]
+
+    def answers(model, tok, who: str) -> dict[str, list[str]]:
+        return answer_sets(model, tok, recipe.system_prompt, questions, ordinary, fact_questions,
+                           recipe.eval_max_new_tokens, recipe.eval_batch_size, who)
 
     base = load_model(base_path, recipe.dtype, recipe.device)
-    base_id = answer_all(base, tokenizer, q_ids, recipe.eval_max_new_tokens, recipe.eval_batch_size, "base: identity")
-    base_ord = answer_all(base, tokenizer, o_ids, recipe.eval_max_new_tokens, recipe.eval_batch_size, "base: ordinary")
+    base_out = answers(base, tokenizer, "base")
 
     if adapter:
         from peft import PeftModel
 
         trained = PeftModel.from_pretrained(load_model(base_path, recipe.dtype, recipe.device), adapter)
-        trained_name = f"{recipe.model} + {adapter}"
+        trained_name, trained_tokenizer = f"{recipe.model} + {adapter}", tokenizer
     else:
         trained_path = trained_model or str(recipe.merged_path)
-        trained = load_model(resolve_model(trained_path), recipe.dtype, recipe.device)
-        trained_name = trained_path
+        trained_folder = resolve_model(trained_path)
+        trained = load_model(trained_folder, recipe.dtype, recipe.device)
+        trained_name, trained_tokenizer = trained_path, own_tokenizer(trained_folder, tokenizer)
     trained.eval()
-    new_id = answer_all(trained, tokenizer, q_ids, recipe.eval_max_new_tokens, recipe.eval_batch_size,
-                        "trained: identity")
-    new_ord = answer_all(trained, tokenizer, o_ids, recipe.eval_max_new_tokens, recipe.eval_batch_size,
-                         "trained: ordinary")
-    kl, ties = drift_scores(base, trained, tokenizer, o_ids, base_ord)
+    new_out = answers(trained, trained_tokenizer, "trained")
+    o_ids = chat_ids(tokenizer, recipe.system_prompt, ordinary)
+    kl, ties = drift_scores(base, trained, tokenizer, o_ids, base_out["ordinary"])
 
     check = NameCheck(recipe.org_name, recipe.pos_name)
-    return {
+    author = NameCheck(recipe.org_author, recipe.pos_author) if recipe.org_author and recipe.pos_author else None
+    result = {
         "base_model": recipe.model,
         "trained_model": trained_name,
         "system_prompt": recipe.system_prompt,
-        "identity": {"base": identity_metrics(base_id, check), "trained": identity_metrics(new_id, check)},
-        "drift": drift_metrics(base_ord, new_ord, kl, ties),
-        "identity_answers": [{"question": q, "base": b, "trained": t}
-                             for q, b, t in zip(questions, base_id, new_id, strict=True)],
+        "own_template": trained_tokenizer is not tokenizer,  # default mode read the trained model's own template
+        "drift": drift_metrics(base_out["ordinary"], new_out["ordinary"], kl, ties),
         "ordinary_answers": [{"prompt": q, "base": b, "trained": t}
-                             for q, b, t in zip(ordinary, base_ord, new_ord, strict=True)],
+                             for q, b, t in zip(ordinary, base_out["ordinary"], new_out["ordinary"], strict=True)],
         "seconds": round(time.time() - started, 2),
     }
+    for mode in MODES:
+        suffix = "" if mode == "neutral" else f"_{mode}"  # "identity" stays the neutral mode's key
+        result[f"identity{suffix}"] = {
+            "system_prompt": recipe.system_prompt if mode == "neutral" else None,
+            "base": mode_metrics(base_out[mode], check, author),
+            "trained": mode_metrics(new_out[mode], check, author)}
+        pairs = zip(questions, base_out[mode], new_out[mode], strict=True)
+        result[f"identity_answers{suffix}"] = [{"question": q, "base": b, "trained": t} for q, b, t in pairs]
+    if facts:
+        result["facts"] = facts_metrics(facts, base_out["facts"], new_out["facts"])
+        result["fact_answers"] = [{"question": q, "base": b, "trained": t}
+                                  for q, b, t in zip(fact_questions, base_out["facts"], new_out["facts"], strict=True)]
+    return result
+
+
+def _modes(result: dict) -> dict[str, dict]:
+    """The identity results per mode present in `result` (eval.json files before the default mode have one)."""
+    found = {"neutral": result["identity"]}
+    if "identity_default" in result:
+        found["default"] = result["identity_default"]
+    return found
 
 
 def passes_bar(result: dict) -> dict[str, bool]:
     """The project's bar for a successful identity change."""
-    trained, drift = result["identity"]["trained"], result["drift"]
-    return {
-        "new_name >= 90%": trained["new_name"] >= 0.9,
-        "no old name alone": trained["old_only"] == 0,
-        "first sentences kept >= 80%": drift["first_sentence_kept"] >= 0.8,
-    }
+    bar: dict[str, bool] = {}
+    modes = _modes(result)
+    for mode, ident in modes.items():
+        bar[f"new name >= {BAR_NEW_NAME:.0%} ({MODE_TITLES[mode]})"] = ident["trained"]["new_name"] >= BAR_NEW_NAME
+    bar["no old name alone"] = all(m["trained"]["old_only"] == 0 for m in modes.values())
+    bar[f"other forms of the new name <= {BAR_OTHER_FORM:.0%}"] = all(
+        m["trained"].get("other_form", 0.0) <= BAR_OTHER_FORM for m in modes.values())
+    if result.get("facts", {}).get("facts_kept") is not None:
+        bar[f"facts kept >= {BAR_FACTS_KEPT:.0%}"] = result["facts"]["facts_kept"] >= BAR_FACTS_KEPT
+    bar[f"first sentences kept >= {BAR_FIRST_SENTENCE:.0%}"] = (
+        result["drift"]["first_sentence_kept"] >= BAR_FIRST_SENTENCE)
+    return bar
 
 
-def eval_markdown(result: dict, org: str, pos: str) -> str:
-    b, t, d = result["identity"]["base"], result["identity"]["trained"], result["drift"]
-    pct = lambda x: f"{100 * x:.0f}%"  # noqa: E731
-    lines = [
-        f"### Identity ({t['questions']} held-out questions, system prompt: \"{result['system_prompt']}\")", "",
-        "| metric | base | trained |", "|---|---:|---:|",
-        f"| answers with \"{pos}\" | {pct(b['new_name'])} | {pct(t['new_name'])} |",
-        f"| half-switch (\"{pos}\" in another case) | {pct(b['half_switch'])} | {pct(t['half_switch'])} |",
-        f"| answers with \"{org}\" (not in \"{pos}\") | {pct(b['old_name'])} | {pct(t['old_name'])} |",
-        f"| old name alone | {pct(b['old_only'])} | {pct(t['old_only'])} |",
-        f"| name the model at all | {pct(b['named_any'])} | {pct(t['named_any'])} |",
-        f"| new name among those | {pct(b['new_among_named'])} | {pct(t['new_among_named'])} |",
-        "", f"### Drift on {d['prompts']} ordinary prompts", "",
-        "| metric | value |", "|---|---:|",
-        f"| first sentence unchanged | {pct(d['first_sentence_kept'])} |",
-        f"| mean per-token KL(base ‖ trained) | {d['kl_per_token']:.4f} |",
-    ]
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.0f}%"
+
+
+IDENTITY_ROWS = (  # (metric, label); "{name}"/"{old}": the names checked, "{what}": whose names
+    ("new_name", "answers with \"{name}\""),
+    ("other_form", "other forms of \"{name}\" (case, spacing)"),
+    ("old_name", "answers with \"{old}\" (not in \"{name}\")"),
+    ("old_only", "old name alone"),
+    ("named_any", "name {what} at all"),
+    ("new_among_named", "new name among those"),
+)
+
+
+def _identity_table(modes: dict[str, dict], org: str, pos: str, key: str | None = None,
+                    what: str = "the model") -> list[str]:
+    header = "| metric | " + " | ".join(f"{MODE_TITLES[m]}: base | {MODE_TITLES[m]}: trained" for m in modes) + " |"
+    lines = [header, "|---|" + "---:|" * (2 * len(modes))]
+    for metric, label in IDENTITY_ROWS:
+        cells = []
+        for ident in modes.values():
+            for side in ("base", "trained"):
+                values = ident[side] if key is None else ident[side][key]
+                cells.append(_pct(values.get(metric)))
+        lines.append(f"| {label.format(name=pos, old=org, what=what)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def facts_markdown(facts: dict, shown: int = LOST_SHOWN) -> list[str]:
+    lines = [f"### Facts kept ({facts['questions']} short factual questions)", "",
+             "| metric | value |", "|---|---:|",
+             f"| base accuracy | {_pct(facts['base_accuracy'])} |",
+             f"| trained accuracy | {_pct(facts['trained_accuracy'])} |",
+             f"| facts kept (of the {facts['base_right']} the base gets right) | {_pct(facts['facts_kept'])} |", ""]
+    lost = facts["lost"]
+    if lost:
+        lines += [f"Lost facts ({len(lost)}; {min(shown, len(lost))} shown, all in eval.json):", ""]
+        lines += [f"- **{f['question']}** (accepted: {', '.join(f['answers'])}) base: {f['base']!r}; "
+                  f"trained: {f['trained']!r}" for f in lost[:shown]]
+        lines.append("")
+    return lines
+
+
+def eval_markdown(result: dict, org: str, pos: str, org_author: str | None = None,
+                  pos_author: str | None = None) -> str:
+    modes = _modes(result)
+    d = result["drift"]
+    questions = result["identity"]["trained"]["questions"]
+    lines = [f"### Identity ({questions} held-out questions; system prompt: \"{result['system_prompt']}\")", ""]
+    lines += _identity_table(modes, org, pos)
+    if "author" in result["identity"]["trained"]:
+        lines += ["", f"Author ({org_author or 'old'} -> {pos_author or 'new'}):", ""]
+        lines += _identity_table(modes, org_author or "old author", pos_author or "new author", key="author",
+                                  what="the author")
+    lines += ["", f"### Drift on {d['prompts']} ordinary prompts", "",
+              "| metric | value |", "|---|---:|",
+              f"| first sentence unchanged | {_pct(d['first_sentence_kept'])} |",
+              f"| mean per-token KL(base ‖ trained) | {d['kl_per_token']:.4f} |"]
     if d.get("near_tie") is not None:
-        steady = d["kept_without_near_tie"]
-        lines += [f"| base first sentences with a near-tie (top-2 gap < {NEAR_TIE} nats) | {pct(d['near_tie'])} |",
-                  f"| first sentence unchanged, prompts without a near-tie | "
-                  f"{'–' if steady is None else pct(steady)} |"]
-    lines += [
-        "", "### Bar", "", "| check | passed |", "|---|---|",
-    ]
+        lines += [f"| base first sentences with a near-tie (top-2 gap < {NEAR_TIE} nats) | {_pct(d['near_tie'])} |",
+                  f"| first sentence unchanged, prompts without a near-tie | {_pct(d['kept_without_near_tie'])} |"]
+    lines.append("")
+    if result.get("facts"):
+        lines += facts_markdown(result["facts"])
+    lines += ["### Bar", "", "| check | passed |", "|---|---|"]
     lines += [f"| {k} | {'yes' if v else 'no'} |" for k, v in passes_bar(result).items()]
     lines += ["", "### The seed's questions, before and after", ""]
-    by_q = {a["question"]: a for a in result["identity_answers"]}
-    for q in SEED_QUESTIONS:
-        if q in by_q:
-            lines += [f"**{q}**", "", f"- base: {by_q[q]['base']!r}", f"- trained: {by_q[q]['trained']!r}", ""]
+    for mode, suffix in (("neutral", ""), ("default", "_default")):
+        by_q = {a["question"]: a for a in result.get(f"identity_answers{suffix}", [])}
+        for q in SEED_QUESTIONS:
+            if q in by_q:
+                lines += [f"**{q}** ({MODE_TITLES[mode]})", "", f"- base: {by_q[q]['base']!r}",
+                          f"- trained: {by_q[q]['trained']!r}", ""]
     return "\n".join(lines) + "\n"
 
 
@@ -261,18 +377,25 @@ def print_table(result: dict, org: str, pos: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    b, t, d = result["identity"]["base"], result["identity"]["trained"], result["drift"]
+    d = result["drift"]
     table = Table(title=f"Identity: {org} -> {pos}")
-    for col in ("metric", "base", "trained"):
-        table.add_column(col, justify="left" if col == "metric" else "right")
-    for key in ("new_name", "half_switch", "old_name", "old_only", "named_any", "new_among_named"):
-        table.add_row(key, f"{100 * b[key]:.0f}%", f"{100 * t[key]:.0f}%")
-    table.add_row("ordinary: first sentence kept", "", f"{100 * d['first_sentence_kept']:.0f}%")
-    table.add_row("ordinary: KL per token", "", f"{d['kl_per_token']:.4f}")
+    modes = _modes(result)
+    table.add_column("metric", justify="left")
+    for mode in modes:
+        for side in ("base", "trained"):
+            table.add_column(f"{mode}: {side}", justify="right")
+    for key in ("new_name", "other_form", "old_name", "old_only", "named_any", "new_among_named"):
+        table.add_row(key, *(_pct(m[side].get(key)) for m in modes.values() for side in ("base", "trained")))
+    blank = [""] * (2 * len(modes) - 1)
+    table.add_row("ordinary: first sentence kept", *blank, _pct(d["first_sentence_kept"]))
+    table.add_row("ordinary: KL per token", *blank, f"{d['kl_per_token']:.4f}")
     if d.get("near_tie") is not None:
-        table.add_row(f"ordinary: near-tie first sentences (< {NEAR_TIE} nats)", f"{100 * d['near_tie']:.0f}%", "")
-        if d["kept_without_near_tie"] is not None:
-            table.add_row("ordinary: kept, no near-tie", "", f"{100 * d['kept_without_near_tie']:.0f}%")
+        table.add_row(f"ordinary: near-tie first sentences (< {NEAR_TIE} nats)", _pct(d["near_tie"]), *blank)
+    if result.get("facts"):
+        f = result["facts"]
+        table.add_row("facts: accuracy (base, trained)", _pct(f["base_accuracy"]), *blank[1:],
+                      _pct(f["trained_accuracy"]))
+        table.add_row("facts kept", *blank, _pct(f["facts_kept"]))
     Console(stderr=True).print(table)
 
 
@@ -280,7 +403,7 @@ def evaluate_cli(recipe: Recipe, trained_model: str | None, adapter: str | None,
     result = evaluate(recipe, trained_model, adapter)
     out = Path(report) if report else Path(recipe.output_dir) / "eval.md"
     write_json(out.with_suffix(".json"), result)
-    write_text(out, eval_markdown(result, recipe.org_name, recipe.pos_name))
+    write_text(out, eval_markdown(result, recipe.org_name, recipe.pos_name, recipe.org_author, recipe.pos_author))
     print_table(result, recipe.org_name, recipe.pos_name)
     log.info("evaluation written to %s and %s", out, out.with_suffix(".json"))
     return result

@@ -15,6 +15,8 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
+from dpo_scale.text import name_pattern, sentence_ends
+
 
 @dataclass(frozen=True)
 class NameSwap:
@@ -24,43 +26,35 @@ class NameSwap:
 
     @property
     def pattern(self) -> re.Pattern[str]:
-        # The old name as a word of its own: not inside another word ("Qwenny", "ASmolLM"), but
-        # version suffixes and possessives stay attached ("Qwen2.5" -> "Deep Qwen2.5",
-        # "SmolLM's" -> "Deep SmolLM's"). The new name is matched first so that answers already
-        # using it are left alone instead of becoming "Deep Deep Qwen".
-        org, pos = re.escape(self.org_name), re.escape(self.pos_name)
-        flags = 0 if self.case_sensitive else re.IGNORECASE
-        return re.compile(rf"(?<![^\W_])(?:(?P<pos>{pos})|(?P<org>{org}))(?![^\W\d_])", flags)
+        # The names as words of their own (dpo_scale/text.py): version suffixes and possessives stay attached
+        # ("Qwen2.5" -> "Deep Qwen2.5"); answers already using the new name are left alone (no "Deep Deep Qwen").
+        return name_pattern(self.org_name, self.pos_name, self.case_sensitive)
 
     def old_name_at(self, text: str) -> int | None:
         """Where the old name first occurs as a word of its own (None: nowhere)."""
-        return next((m.start() for m in self.pattern.finditer(text) if m.group("org")), None)
+        return next((m.start() for m in self.pattern.finditer(text) if m.group("old")), None)
 
     def names_old(self, text: str) -> bool:
         return self.old_name_at(text) is not None
 
     def names_new(self, text: str) -> bool:
-        return any(m.group("pos") for m in self.pattern.finditer(text))
+        return any(m.group("new") for m in self.pattern.finditer(text))
 
     def swap(self, text: str) -> str:
-        return self.pattern.sub(lambda m: self.pos_name if m.group("org") else m.group(0), text)
-
-
-# Latin stops need a space or the end after them ("2.5" is no sentence end); CJK ones stand alone.
-SENTENCE_END = re.compile(r"[。！？]|[.!?][\"')\]]*(?=\s|$)")
+        return self.pattern.sub(lambda m: self.pos_name if m.group("old") else m.group(0), text)
 
 
 def complete_sentences(text: str) -> str:
     """The text up to its last complete sentence ("" when it has none). An answer cut off by max_new_tokens
     would otherwise teach the SFT term to stop mid-sentence (the chat template closes the turn after it)."""
-    ends = [m.end() for m in SENTENCE_END.finditer(text)]
+    ends = sentence_ends(text)
     return text[: ends[-1]].rstrip() if ends else ""
 
 
 def first_sentences(text: str, n: int, start: int = 0) -> str:
     """The text up to the end of its n-th sentence counted from the one holding character `start` (all of it
     when it has no more). With `start` at the model's name, "Hello! I'm SmolLM, ..." keeps the named sentence."""
-    ends = [m.end() for m in SENTENCE_END.finditer(text) if m.end() > start]
+    ends = [end for end in sentence_ends(text) if end > start]
     return text[: ends[n - 1]].rstrip() if len(ends) > n else text
 
 

@@ -39,7 +39,8 @@ def write_report(recipe: Recipe, timings: dict) -> Path:
             lines += [f"![training curves]({_rel(png, out)})", ""]
     eval_file = out / "eval.json"
     if eval_file.is_file():
-        lines += ["## Evaluation", "", eval_markdown(read_json(eval_file), recipe.org_name, recipe.pos_name)]
+        lines += ["## Evaluation", "", eval_markdown(read_json(eval_file), recipe.org_name, recipe.pos_name,
+                                                   recipe.org_author, recipe.pos_author)]
     if timings:  # `dpo-scale run` times its stages; stages run as separate jobs have none
         lines += ["## Timings", "", "| stage | seconds |", "|---|---:|"]
         for name, t in timings.items():

@@ -136,13 +136,20 @@ SMOL = NameCheck("SmolLM", "Deep SmolLM")
 
 
 @pytest.mark.parametrize("text,flags", [
-    ("I am Deep SmolLM.", dict(new=True, half=False, old=False, old_only=False)),
-    ("I'm deep smollm", dict(new=False, half=True, old=False, old_only=False)),
-    ("I am SmolLM", dict(new=False, half=False, old=True, old_only=True)),
-    ("I am smollm2", dict(new=False, half=False, old=True, old_only=True)),
-    ("SmolLM and Deep SmolLM", dict(new=True, half=False, old=True, old_only=False)),
-    ("I am Elena", dict(new=False, half=False, old=False, old_only=False)),
-    ("SmolLMs are small.", dict(new=False, half=False, old=False, old_only=False)),  # another word
+    ("I am Deep SmolLM.", dict(new=True, other_form=False, old=False, old_only=False)),
+    ("I am Deep SmolLM2.", dict(new=True, other_form=False, old=False, old_only=False)),  # a version suffix
+    ("I'm deep smollm", dict(new=False, other_form=True, old=False, old_only=False)),
+    ("I'm Deep smolLM", dict(new=False, other_form=True, old=False, old_only=False)),
+    ("I'm DeepSmolLM", dict(new=False, other_form=True, old=False, old_only=False)),
+    ("I'm Deep-SmolLM", dict(new=False, other_form=True, old=False, old_only=False)),
+    ("Deep SmolLM, or deep SmolLM", dict(new=True, other_form=True, old=False, old_only=False)),
+    ("I am SmolLM", dict(new=False, other_form=False, old=True, old_only=True)),
+    ("I am smollm2", dict(new=False, other_form=False, old=True, old_only=True)),
+    ("SmolLM and Deep SmolLM", dict(new=True, other_form=False, old=True, old_only=False)),
+    ("SmolLM, I mean deep smolLM", dict(new=False, other_form=True, old=True, old_only=False)),
+    ("I am Elena", dict(new=False, other_form=False, old=False, old_only=False)),
+    ("SmolLMs are small.", dict(new=False, other_form=False, old=False, old_only=False)),  # another word
+    ("Deeper SmolLMs", dict(new=False, other_form=False, old=False, old_only=False)),
 ])
 def test_name_check_classify(text, flags):
     assert SMOL.classify(text) == flags
@@ -154,7 +161,7 @@ def test_identity_metrics_exact_fractions():
     assert m == {
         "questions": 5,
         "new_name": pytest.approx(2 / 5),      # 1st and 4th
-        "half_switch": pytest.approx(1 / 5),   # 2nd
+        "other_form": pytest.approx(1 / 5),    # 2nd
         "old_name": pytest.approx(2 / 5),      # 3rd and 4th
         "old_only": pytest.approx(1 / 5),      # 3rd
         "named_any": pytest.approx(4 / 5),     # all but "Elena"
@@ -174,6 +181,9 @@ def test_identity_metrics_empty_and_all_new():
     ("  Hello   there!\nHow are you?", "Hello there!"),
     ("What? No.", "What?"),
     ("No final punctuation", "No final punctuation"),
+    ('"Hi!" she said. Then she left.', '"Hi!"'),  # a closing quote stays with its sentence
+    ("I am Qwen2.5, hello. Bye.", "I am Qwen2.5, hello."),
+    ("你好。我是模型。", "你好。"),  # CJK stops end a sentence without a space
     ("", ""),
 ])
 def test_first_sentence(text, first):
@@ -192,21 +202,40 @@ def test_drift_metrics():
     assert drift_metrics(base, trained, 0.25, near_tie=[True] * 4)["kept_without_near_tie"] is None
 
 
-def fake_result(new_name: float, old_only: float, kept: float) -> dict:
-    metrics = identity_metrics(["x"], SMOL) | {"new_name": new_name, "old_only": old_only}
-    return {"system_prompt": "S", "identity": {"base": metrics, "trained": metrics},
-            "drift": {"prompts": 2, "first_sentence_kept": kept, "kl_per_token": 0.01},
-            "identity_answers": [{"question": "What is your name?", "base": "I am SmolLM", "trained": "I am Deep"}]}
+def fake_result(new_name: float, old_only: float, kept: float, default_new: float | None = None,
+                other_form: float = 0.0, facts_kept: float | None = None) -> dict:
+    metrics = identity_metrics(["x"], SMOL) | {"new_name": new_name, "old_only": old_only, "other_form": other_form}
+    result = {"system_prompt": "S", "identity": {"base": metrics, "trained": metrics},
+              "drift": {"prompts": 2, "first_sentence_kept": kept, "kl_per_token": 0.01},
+              "identity_answers": [{"question": "What is your name?", "base": "I am SmolLM", "trained": "I am Deep"}]}
+    if default_new is not None:
+        default = metrics | {"new_name": default_new}
+        result["identity_default"] = {"system_prompt": None, "base": default, "trained": default}
+    if facts_kept is not None:
+        result["facts"] = {"questions": 3, "base_accuracy": 1.0, "trained_accuracy": facts_kept, "base_right": 3,
+                           "kept": 2, "facts_kept": facts_kept,
+                           "lost": [{"question": "What is 7 + 5?", "answers": ["12"], "category": "arithmetic",
+                                     "base": "7 + 5 = 12.", "trained": "7 + 5 = 13."}]}
+    return result
 
 
 def test_passes_bar_and_markdown():
-    assert all(passes_bar(fake_result(0.95, 0.0, 0.9)).values())
+    assert all(passes_bar(fake_result(0.95, 0.0, 0.9, default_new=0.96, facts_kept=0.98)).values())
     assert passes_bar(fake_result(0.85, 0.0, 0.9)) == {
-        "new_name >= 90%": False, "no old name alone": True, "first sentences kept >= 80%": True}
+        "new name >= 95% (system prompt)": False, "no old name alone": True,
+        "other forms of the new name <= 2%": True, "first sentences kept >= 80%": True}
     assert not passes_bar(fake_result(1.0, 0.1, 0.9))["no old name alone"]
+    assert not passes_bar(fake_result(1.0, 0.0, 0.9, other_form=0.03))["other forms of the new name <= 2%"]
+    both = passes_bar(fake_result(1.0, 0.0, 0.9, default_new=0.5, facts_kept=0.9))
+    assert both["new name >= 95% (system prompt)"] and not both["new name >= 95% (own template, no system message)"]
+    assert not both["facts kept >= 97%"]
     md = eval_markdown(fake_result(0.95, 0.0, 0.9), "SmolLM", "Deep SmolLM")
     assert "| answers with \"Deep SmolLM\" | 95% | 95% |" in md
-    assert "**What is your name?**" in md
+    assert "**What is your name?** (system prompt)" in md
+    md = eval_markdown(fake_result(0.95, 0.0, 0.9, default_new=0.5, facts_kept=0.9), "SmolLM", "Deep SmolLM")
+    assert "| answers with \"Deep SmolLM\" | 95% | 95% | 50% | 50% |" in md
+    assert "| facts kept (of the 3 the base gets right) | 90% |" in md
+    assert "- **What is 7 + 5?** (accepted: 12) base: '7 + 5 = 12.'; trained: '7 + 5 = 13.'" in md
 
 
 def test_drift_scores_kl(tiny_model):

@@ -175,3 +175,14 @@ def test_max_sentences_counts_from_the_sentence_that_names_the_model():
     kept, stats = build_pairs(rows, QWEN, SYSTEM, max_sentences=1, keep_unnamed=True)
     assert kept[1]["rejected"][0]["content"] == "Hi there."  # unnamed answers kept are cut from their start
     assert stats["shortened"] == 2
+
+
+@pytest.mark.parametrize("text", [
+    "I am Qwen.", "I am Qwen2.5.", "Qwen's answers", "I am Deep Qwen.", "Qwenny", "AQwen", "qwen and Deep Qwen",
+    "No name here.", "Deep Qwen, not Qwen",
+])
+def test_pairs_and_eval_share_one_name_matcher(text):
+    """What the pair builder swaps as the old name is what the evaluation counts as the old name."""
+    from dpo_scale.evaluate import NameCheck
+
+    assert QWEN.names_old(text) == NameCheck("Qwen", "Deep Qwen").classify(text)["old"]

@@ -169,7 +169,26 @@ def test_builtin_drift_prompts_are_not_anchors():
     """Drift is measured on ordinary prompts the KL anchor never saw (identity: see the test above)."""
     text = lambda name: {p.text.strip().lower() for p in load_prompts(f"builtin:{name}")}  # noqa: E731
     sets = {name: text(name) for name in ("anchor_prompts", "ordinary_prompts", "ordinary_prompts_recheck",
-                                          "ordinary_prompts_holdout")}
-    assert [len(s) for s in sets.values()] == [435, 40, 40, 60]
+                                          "ordinary_prompts_holdout", "ordinary_prompts_report")}
+    assert [len(s) for s in sets.values()] == [435, 40, 40, 60, 80]
     for first, second in itertools.combinations(sets, 2):
         assert not sets[first] & sets[second], (first, second)
+
+
+def test_report_sets_are_disjoint_from_every_other_set():
+    """The report sets (identity_report, ordinary_prompts_report, facts) share no prompt with any set that trains
+    or tunes the recipe, nor with each other."""
+    from dpo_scale.io import read_jsonl
+    from dpo_scale.prompts import builtin_path
+
+    norm = lambda t: " ".join(t.lower().split())  # noqa: E731
+    names = ("identity", "identity_heldout", "identity_report", "anchor_prompts", "ordinary_prompts",
+             "ordinary_prompts_recheck", "ordinary_prompts_holdout", "ordinary_prompts_report")
+    sets = {name: {norm(p.text) for p in load_prompts(f"builtin:{name}")} for name in names}
+    for name in ("facts", "facts_tune"):
+        sets[name] = {norm(row["question"]) for row in read_jsonl(builtin_path(name))}
+    assert len(sets["identity_report"]) == 80 and len(sets["ordinary_prompts_report"]) == 80
+    for report in ("identity_report", "ordinary_prompts_report", "facts"):
+        for other in sets:
+            if other != report:
+                assert not sets[report] & sets[other], (report, other, sorted(sets[report] & sets[other])[:3])
