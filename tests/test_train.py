@@ -154,7 +154,7 @@ def test_bf16_autocast_skips_peft_input_cast(model, data, tmp_path, capsys):
               if '"loss"' in line]
     assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
     plain = tmp_path / "fp32"
-    rc, err = run_main(args_for(model, data, plain, steps=1), capsys)
+    rc, err = run_main(args_for(model, data, plain, "--dtype", "float32", steps=1), capsys)
     assert rc == 0, err[-3000:]
     assert manifest(plain)["lora_layers_uncast"] == 0
 
