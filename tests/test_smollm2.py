@@ -108,7 +108,7 @@ def test_short_real_pipeline_writes_every_artifact_and_they_load(smollm2, tmp_pa
            "--output_dir", str(out), "--backend", "hf", "--max_prompts", "4", "--max_new_tokens", "24",
            "--max_steps", "2", "--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "1",
            "--report_to", "none", "--max_eval_questions", "3", "--ordinary_prompts", str(ordinary),
-           "--eval_max_new_tokens", "16", "--max_anchor_prompts", "2"]
+           "--eval_max_new_tokens", "16", "--max_anchor_prompts", "2", "--facts_questions", "null"]
     result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1400)
     assert result.returncode == 0, result.stderr[-5000:]
 
