@@ -7,6 +7,7 @@ import logging
 import time
 from pathlib import Path
 
+from dpo_scale import manifests
 from dpo_scale.config import Recipe
 from dpo_scale.errors import DpoScaleError
 from dpo_scale.io import atomic_path, empty_tensors, read_json, write_json
@@ -57,7 +58,7 @@ def merge(recipe: Recipe) -> Path:
         write_json(tmp / "merge_manifest.json", {
             "stage": "merge", "base_model": recipe.model, "base_model_path": base_path, "adapter": str(adapter),
             "lora_r": adapter_config.get("r"), "dtype": recipe.dtype, "from_4bit_adapter": bool(trained_4bit),
-            "seconds": round(time.time() - started, 2),
+            "seconds": round(time.time() - started, 2), "fingerprint": manifests.fingerprint("merge", recipe),
         })
     log.info("merged model saved to %s", out)
     return out
