@@ -27,6 +27,7 @@ def is_launched_worker() -> bool:
 def output_lock(output_dir: str | os.PathLike, command: str) -> Iterator[None]:
     """Hold the folder's lock for the block; raise DpoScaleError at once if another process holds it."""
     folder = Path(output_dir)
+    created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_NAME
     with open(path, "a+", encoding="utf-8") as f:
@@ -43,6 +44,11 @@ def output_lock(output_dir: str | os.PathLike, command: str) -> Iterator[None]:
         f.flush()
         try:
             yield
+        except BaseException:
+            if created and [p.name for p in folder.iterdir()] == [LOCK_NAME]:  # failed before writing anything
+                path.unlink()
+                folder.rmdir()
+            raise
         finally:
             f.seek(0)
             f.truncate()

@@ -154,3 +154,11 @@ def test_second_command_into_one_folder_refuses_and_a_killed_one_leaves_no_lock(
 
     with output_lock(out, "generate"):
         assert "generate" in (out / ".dpo_scale.lock").read_text()
+
+
+def test_a_command_that_fails_on_bad_input_leaves_no_folder(tmp_path):
+    out = tmp_path / "new"
+    failed = run([sys.executable, "-m", "dpo_scale", "generate", "--output_dir", str(out),
+                  "--dataset", str(tmp_path / "missing.jsonl")])
+    assert failed.returncode == 2 and "missing.jsonl" in failed.stderr
+    assert not out.exists()
