@@ -94,6 +94,12 @@ def _stamp(recipe: Recipe) -> tuple[Path, dict]:
 def check_output(recipe: Recipe) -> bool:
     """Refuse to resume another configuration's checkpoints; True when they must be cleared (overwrite)."""
     stamp, fingerprint = _stamp(recipe)
+    done = manifests.read_manifest("train", recipe)
+    if done is not None and not recipe.overwrite:
+        found = manifests.changes(done.get("fingerprint"), fingerprint)
+        if found:
+            raise DpoScaleError(f"{recipe.adapter_path}: holds an adapter trained with other settings "
+                                f"({', '.join(found)}); use another output_dir or --overwrite true to replace it")
     if stamp.is_file():
         found = manifests.changes(read_json(stamp).get("fingerprint"), fingerprint)
         if found and not recipe.overwrite:

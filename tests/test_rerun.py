@@ -162,3 +162,19 @@ def test_a_command_that_fails_on_bad_input_leaves_no_folder(tmp_path):
                   "--dataset", str(tmp_path / "missing.jsonl")])
     assert failed.returncode == 2 and "missing.jsonl" in failed.stderr
     assert not out.exists()
+
+
+def test_train_stage_alone_refuses_to_replace_an_adapter_trained_otherwise(tiny_model, finished, tmp_path):
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(finished, out, ignore=shutil.ignore_patterns(".dpo_scale.lock"))
+    recorded = json.loads((out / "adapter" / "train_manifest.json").read_text())["fingerprint"]["keys"]
+    cmd = [c if c != "run" else "train" for c in run_cmd(tiny_model, out, "--beta", "0.7",
+                                                         "--learning_rate", str(recorded["learning_rate"]))]
+    before = (out / "adapter" / "adapter_model.safetensors").read_bytes()
+    refused = run(cmd)
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    message = refused.stderr.strip().splitlines()[-1]
+    assert f"holds an adapter trained with other settings (beta {recorded['beta']} -> 0.7)" in message, message
+    assert (out / "adapter" / "adapter_model.safetensors").read_bytes() == before
