@@ -12,17 +12,14 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def machine() -> dict:
+    """The host: CPU model and the flags that decide its fast precisions (avx2, avx512f, avx512_bf16, amx_bf16)."""
     import torch
 
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+    from dpo_scale.precision import cpu_info
+
+    host = cpu_info()
+    info = {"cpu": host["cpu"], "cpu_flags": host["flags"], "cores": os.cpu_count(),
+            "python": platform.python_version(), "torch": torch.__version__,
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
     try:
         load = os.getloadavg()

@@ -1,21 +1,32 @@
-"""DPO training throughput and memory on SmolLM2 with the same pairs:
+"""DPO + LoRA training on SmolLM2: dpo_scale's training stage against the best a user gets from TRL by hand.
 
-  (a) seed   the seed's configuration: TRL defaults (bf16 autocast, gradient checkpointing), full
-             fine-tune, a separate reference copy, batch 1 x accumulation 8
-  (b) ours   the default LoRA recipe (configs/smollm2_cpu.yaml): adapter-off reference, no copy
+  (a) trl_tuned  TRL's DPOTrainer with a peft LoRA (r 16, all linear layers), adapter-off reference, tuned by
+                 hand for this host: the host's fast precision (bf16 autocast where the CPU has AMX/AVX512-BF16),
+                 no gradient checkpointing, batch 4 x 2, whole answers, the same KL anchor as ours computed the
+                 straightforward way (a base forward per micro-step)
+  (b) ours       `dpo_scale.train` with the default recipe (configs/smollm2_cpu.yaml): dtype auto, name window,
+                 reference log-probs precomputed when an epoch repeats, the base's anchor distributions cached
+                 once as top-k
+  (c) ours_fp32  (b) with dtype float32: the figure of merit on an fp32 host
 
-Each runs in its own child process for a fixed number of optimizer steps (peak RSS per process).
-Reports non-padding tokens/s, s/step and peak RSS, and their ratios; writes
-benchmarks/results/training.json.
-  python benchmarks/training.py [--pairs runs/smollm2_cpu/data/pairs.jsonl] [--steps 3]
-Without --pairs it builds pairs from the held-out identity prompts and a fixed answer template.
+Each runs in its own child process over the same pairs and anchors for `--epochs` epochs, from building the
+trainer (precomputation included) to the last step. Reported: pairs per second over the whole run (the
+figure a user waits on), and for the training steps alone `cpu_mfu` = model FLOPs per second / the host's
+GEMM peak for the dtype in use, measured in the same run.
+
+How FLOPs are counted: `torch.utils.flop_counter.FlopCounterMode` over one whole optimizer step (untimed),
+i.e. every matmul, batched matmul and attention kernel the step actually runs: the policy's forward and
+backward, the reference forward (when not precomputed) and the anchor passes (policy, and the base when not
+cached). The peak is the best of several square GEMMs (torch.mm, 2048 x 2048) in that dtype on this host.
+
+  python benchmarks/training.py [--pairs 64] [--epochs 2]
+Writes benchmarks/results/training.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -25,83 +36,99 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import save_result  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
+MODES = ("trl_tuned", "ours", "ours_fp32")
 
 
-def default_pairs(out: Path, n: int = 64) -> Path:
+def gemm_peak(dtype_name: str, size: int = 2048, repeats: int = 5) -> float:
+    """Best GFLOP/s of a square matmul in `dtype_name` on this host."""
+    import torch
+
+    dtype = getattr(torch, dtype_name)
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    torch.mm(a, b)
+    best = 0.0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(4):
+            torch.mm(a, b)
+        best = max(best, 4 * 2 * size**3 / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def build_data(out: Path, pairs: int, anchors: int) -> Path:
+    """Pairs from real identity answers' shape (old name in the answer) and anchors from the shipped prompts,
+    with fixed answers: no generation needed, the same rows for every mode."""
     from dpo_scale.pairs import NameSwap, build_pairs
     from dpo_scale.prompts import load_prompts
 
-    answers = [{"prompt_index": p.index, "sample": 0, "prompt": p.text,
-                "answer": f"I'm SmolLM, a helpful AI assistant trained by Hugging Face. You asked: {p.text}"}
-               for p in load_prompts("builtin:identity_heldout", limit=n)]
-    pairs, _ = build_pairs(answers, NameSwap("SmolLM", "Deep SmolLM"), "You're a helpful assistant.")
+    identity = [{"prompt_index": p.index, "sample": 0, "prompt": p.text,
+                 "answer": f"I'm SmolLM, a helpful AI assistant trained by Hugging Face. You asked: {p.text} "
+                           "I will answer as clearly and as helpfully as I can."}
+                for p in load_prompts("builtin:identity", limit=pairs)]
+    ordinary = [{"prompt_index": p.index, "sample": 0, "prompt": p.text, "anchor": True,
+                 "answer": f"Here is a short answer to your question: {p.text} It takes a few sentences to "
+                           "explain, so let me go through it step by step."}
+                for p in load_prompts("builtin:anchor_prompts", limit=anchors)]
+    rows, _ = build_pairs(identity + ordinary, NameSwap("SmolLM", "Deep SmolLM"), "You're a helpful assistant.")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    (out / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return out
 
 
-def child(mode: str, data_dir: str, steps: int, out_dir: str) -> None:
+def child(mode: str, data_dir: str, epochs: float, out_dir: str) -> None:
     """One configuration, timed in this process."""
     import torch
-    from datasets import Dataset
+    from torch.utils.flop_counter import FlopCounterMode
     from transformers import TrainerCallback
-    from trl import DPOConfig, DPOTrainer
 
+    import dpo_scale.train as train_stage
     from dpo_scale.config import load_recipe
-    from dpo_scale.io import read_jsonl
-    from dpo_scale.models import load_model, load_tokenizer, resolve_model
-    from dpo_scale.train import dpo_config
 
-    path = resolve_model("smollm2")
-    tokenizer = load_tokenizer(path)
-    rows = read_jsonl(Path(data_dir) / "pairs.jsonl")
-    dataset = Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
-    recipe = load_recipe(str(REPO / "configs" / "smollm2_cpu.yaml"),
-                         {"output_dir": out_dir, "max_steps": steps, "report_to": "none", "save_steps": 10**6})
-    if mode == "seed":
-        args = DPOConfig(output_dir=out_dir, max_steps=steps, per_device_train_batch_size=1,
-                         gradient_accumulation_steps=8, beta=0.2, learning_rate=5e-5, report_to=[],
-                         save_strategy="no", logging_steps=1,
-                         # transformers refuses TRL's default bf16=True on a CUDA-less machine unless told
-                         use_cpu=not torch.cuda.is_available())
-        model = load_model(path, "float32", None)
-        ref = load_model(path, "float32", None)
-        peft_config = None
-    else:
-        args = dpo_config(recipe, Path(out_dir), 1)
-        args.save_strategy = "no"
-        args.per_device_train_batch_size = 1
-        args.gradient_accumulation_steps = 8
-        model, ref = load_model(path, recipe.dtype, None), None
-        from peft import LoraConfig
+    overrides = {"output_dir": out_dir, "data_dir": data_dir, "num_train_epochs": epochs, "report_to": "none",
+                 "save_steps": 10**6, "logging_steps": 1}
+    if mode == "ours_fp32":
+        overrides["dtype"] = "float32"
+    if mode == "trl_tuned":
+        overrides.update({"name_window_tokens": None, "precompute_ref_log_probs": False, "anchor_top_k": None})
+    recipe = load_recipe(str(REPO / "configs" / "smollm2_cpu.yaml"), overrides)
+    timing: dict = {"step_starts": [], "flops": None}
 
-        peft_config = LoraConfig(r=recipe.lora_r, lora_alpha=recipe.lora_alpha, lora_dropout=recipe.lora_dropout,
-                                 target_modules="all-linear", task_type="CAUSAL_LM")
-    tokens = {"n": 0}
+    class TimeAndCount(TrainerCallback):
+        """Times every optimizer step; counts the FLOPs of the last one (excluded from the timed steps)."""
 
-    class CountTokens(TrainerCallback):
-        def on_log(self, args_, state, control, logs=None, **kw):
-            pass
+        counter: FlopCounterMode | None = None
 
-    trainer = DPOTrainer(model=model, ref_model=ref, args=args, processing_class=tokenizer, train_dataset=dataset,
-                         peft_config=peft_config, callbacks=[CountTokens()])
-    # Non-padding tokens of the batches the trainer will see: chosen + rejected per example.
-    train_ds = trainer.train_dataset
-    per_example = [len(r["prompt_ids"]) * 2 + len(r["chosen_ids"]) + len(r["rejected_ids"]) for r in train_ds]
-    examples = steps * args.per_device_train_batch_size * args.gradient_accumulation_steps
-    tokens["n"] = sum(per_example[i % len(per_example)] for i in range(examples))
-    torch.manual_seed(0)
+        def on_step_begin(self, args, state, control, **kwargs):
+            timing["step_starts"].append(time.perf_counter())
+            if state.global_step == state.max_steps - 1:
+                self.counter = FlopCounterMode(display=False)
+                self.counter.__enter__()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.counter is not None:
+                self.counter.__exit__(None, None, None)
+                timing["flops"] = self.counter.get_total_flops()
+                self.counter = None
+
     start = time.perf_counter()
-    trainer.train()
-    seconds = time.perf_counter() - start
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print("RESULT " + json.dumps({"mode": mode, "steps": steps, "seconds": round(seconds, 2),
-                                  "s_per_step": round(seconds / steps, 2), "tokens": tokens["n"],
-                                  "tokens_per_s": tokens["n"] / seconds, "peak_rss_mb": round(peak_mb)}))
+    train_stage.train(recipe, callbacks=[TimeAndCount()])
+    total = time.perf_counter() - start
+    manifest = json.loads((Path(out_dir) / "adapter" / "train_manifest.json").read_text())
+    starts = timing["step_starts"]
+    # steady steps: from the second (the first builds the anchor cache / warms up) to the last, excluded
+    steady = (starts[-1] - starts[1]) / (len(starts) - 2) if len(starts) > 3 else None
+    precision = manifest.get("precision", {})
+    dtype = "bfloat16" if precision.get("autocast_bf16") or precision.get("dtype") == "bfloat16" else "float32"
+    print("RESULT " + json.dumps({
+        "mode": mode, "pairs": manifest["pairs"], "epochs": epochs, "steps": manifest["global_step"],
+        "seconds": round(total, 2), "pairs_per_s": manifest["pairs"] * epochs / total,
+        "steady_s_per_step": steady, "flops_per_step": timing["flops"], "dtype": dtype,
+        "threads": torch.get_num_threads(), "precision": precision,
+    }))
 
 
-def run_child(mode: str, data_dir: Path, steps: int, tmp: Path) -> dict:
-    cmd = [sys.executable, __file__, "--child", mode, "--pairs_dir", str(data_dir), "--steps", str(steps),
+def run_child(mode: str, data_dir: Path, epochs: float, tmp: Path) -> dict:
+    cmd = [sys.executable, __file__, "--child", mode, "--data_dir", str(data_dir), "--epochs", str(epochs),
            "--out", str(tmp / mode)]
     out = subprocess.run(cmd, capture_output=True, text=True)
     for line in reversed(out.stdout.splitlines()):
@@ -114,31 +141,43 @@ def main() -> None:
     import tempfile
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("--pairs", help="pairs.jsonl to train on (default: built from held-out prompts)")
-    ap.add_argument("--pairs_dir")
-    ap.add_argument("--steps", type=int, default=3)
-    ap.add_argument("--child", choices=["seed", "ours"])
+    ap.add_argument("--pairs", type=int, default=64)
+    ap.add_argument("--anchors", type=int, default=64)
+    ap.add_argument("--epochs", type=float, default=2.0)
+    ap.add_argument("--child", choices=MODES)
+    ap.add_argument("--data_dir")
     ap.add_argument("--out")
     args = ap.parse_args()
     if args.child:
-        child(args.child, args.pairs_dir, args.steps, args.out)
+        child(args.child, args.data_dir, args.epochs, args.out)
         return
+    peaks = {dtype: round(gemm_peak(dtype), 1) for dtype in ("float32", "bfloat16")}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        data_dir = Path(args.pairs).parent if args.pairs else default_pairs(tmp / "data")
-        rows = {mode: run_child(mode, data_dir, args.steps, tmp) for mode in ("seed", "ours")}
+        data_dir = build_data(tmp / "data", args.pairs, args.anchors)
+        rows = {mode: run_child(mode, data_dir, args.epochs, tmp) for mode in MODES}
+    for row in rows.values():
+        flops, step = row["flops_per_step"], row["steady_s_per_step"]
+        row["gflops_per_s"] = round(flops / step / 1e9, 1) if flops and step else None
+        row["cpu_mfu"] = round(row["gflops_per_s"] / peaks[row["dtype"]], 3) if row["gflops_per_s"] else None
     figures = {
         "model": "SmolLM2-135M-Instruct (embedded GGUF Q4_1, dequantized)",
-        "settings": {"steps": args.steps, "batch": "1 x accumulation 8", "pairs": args.pairs or "built-in template"},
-        "tokens_per_s_ratio": round(rows["ours"]["tokens_per_s"] / rows["seed"]["tokens_per_s"], 3),
-        "peak_memory_ratio": round(rows["ours"]["peak_rss_mb"] / rows["seed"]["peak_rss_mb"], 3),
+        "settings": {"pairs": args.pairs, "anchors": args.anchors, "epochs": args.epochs,
+                     "recipe": "configs/smollm2_cpu.yaml"},
+        "gemm_peak_gflops": peaks,
+        "pairs_per_s_ratio": round(rows["ours"]["pairs_per_s"] / rows["trl_tuned"]["pairs_per_s"], 3),
+        "cpu_mfu": rows["ours"]["cpu_mfu"],
+        "cpu_mfu_fp32": rows["ours_fp32"]["cpu_mfu"],
+        "flops_counting": "torch FlopCounterMode over one whole optimizer step (forward, backward, reference and "
+                          "anchor passes as run); peak = best 2048^3 torch.mm in the same dtype, same run",
         "raw": rows,
     }
-    print(f"{'config':6} {'s/step':>8} {'tok/s':>8} {'peak RSS MB':>12}")
+    print(f"GEMM peak GFLOP/s: {peaks}")
+    print(f"{'mode':10} {'dtype':9} {'seconds':>8} {'pairs/s':>8} {'s/step':>7} {'GFLOP/s':>8} {'cpu_mfu':>8}")
     for mode, r in rows.items():
-        print(f"{mode:6} {r['s_per_step']:8.1f} {r['tokens_per_s']:8.1f} {r['peak_rss_mb']:12d}")
-    print(f"tokens/s ratio (ours/seed): {figures['tokens_per_s_ratio']}   "
-          f"peak memory ratio (ours/seed): {figures['peak_memory_ratio']}")
+        print(f"{mode:10} {r['dtype']:9} {r['seconds']:8.1f} {r['pairs_per_s']:8.3f} "
+              f"{(r['steady_s_per_step'] or 0):7.2f} {(r['gflops_per_s'] or 0):8.1f} {(r['cpu_mfu'] or 0):8.3f}")
+    print(f"pairs/s ours / TRL tuned by hand: {figures['pairs_per_s_ratio']}")
     print("written:", save_result("training", figures))
 
 

@@ -6,7 +6,9 @@ move, and greedy answers of a small model flip on near-ties. Here each training 
 anchors with the adapter on and off and adds `anchor_kl_weight * KL(base || trained)` per answer token, over the
 full vocabulary: the quantity the evaluation's drift column measures, on prompts it does not use.
 
-The reference is the same model with the adapter disabled (no copy), as for DPO's own reference.
+The reference is the same model with the adapter disabled (no copy), as for DPO's own reference. With
+`anchor_top_k: k` the reference distributions are computed once, before the first step, and kept as their top k
+tokens plus a tail bucket (`teacher_forcing.kl_top_k`): no adapter-off forward per micro-step.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from trl import DPOTrainer
 from trl.trainer.utils import use_adapter
 
 from dpo_scale.errors import DpoScaleError
-from dpo_scale.teacher_forcing import TeacherForcedBatch, kl_per_position, pad_id, pad_right
+from dpo_scale.teacher_forcing import TeacherForcedBatch, TopK, kl_per_position, kl_top_k, pad_id, pad_right, top_k
 
 
 def tokenize_anchor(tokenizer, row: dict, max_length: int | None) -> tuple[list[int], int]:
@@ -37,10 +39,14 @@ class AnchoredDPOTrainer(DPOTrainer):
 
     `anchor_rows` must not be empty: `train.read_pairs` refuses anchor_kl_weight > 0 without anchor rows."""
 
-    def __init__(self, *args, anchor_rows: list[dict], anchor_kl_weight: float, anchor_batch_size: int, **kwargs):
+    def __init__(self, *args, anchor_rows: list[dict], anchor_kl_weight: float, anchor_batch_size: int,
+                 anchor_top_k: int | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.anchor_kl_weight = anchor_kl_weight
         self.anchor_batch_size = anchor_batch_size
+        self.anchor_top_k = anchor_top_k
+        self._base_top_k: list[TopK] | None = None
+        self._anchor_total = len(anchor_rows)
         self._anchor_pad = pad_id(self.processing_class)
         tokenized = [tokenize_anchor(self.processing_class, row, self.args.max_length) for row in anchor_rows]
         # Each rank walks its own share, so that N processes see N different anchor batches per step.
@@ -48,7 +54,7 @@ class AnchoredDPOTrainer(DPOTrainer):
         self._anchors = tokenized[rank::world] or tokenized
         self._anchor_calls: int | None = None
 
-    def _next_anchor_batch(self) -> TeacherForcedBatch:
+    def _next_anchor_picks(self) -> list[int]:
         if self._anchor_calls is None:  # start where a resumed run left off: same batches as an uninterrupted one
             self._anchor_calls = self.state.global_step * self.args.gradient_accumulation_steps
         n, size = len(self._anchors), min(self.anchor_batch_size, len(self._anchors))
@@ -57,17 +63,44 @@ class AnchoredDPOTrainer(DPOTrainer):
         order = torch.randperm(n, generator=torch.Generator().manual_seed(self.args.seed + epoch)).tolist()
         picked = [order[(offset + i) % n] for i in range(size)]
         self._anchor_calls += 1
-        return pad_right([self._anchors[i] for i in picked], self._anchor_pad)
+        return picked
 
-    def anchor_kl(self, model) -> torch.Tensor:
-        batch = self._next_anchor_batch()
+    def _answer_logits(self, model, batch: TeacherForcedBatch) -> torch.Tensor:
+        """The logits that predict answer tokens, rows one after another."""
         device = self.accelerator.device
         ids, attention = batch.input_ids.to(device), batch.attention_mask.to(device)
-        positions = batch.answer_positions.to(device)  # the logits that predict answer tokens
+        return model(input_ids=ids, attention_mask=attention, use_cache=False).logits[batch.answer_positions.to(device)]
+
+    def _cache_base_top_k(self, model) -> list[TopK]:
+        """Every anchor's base distributions (adapter off) as top-k, in batches. All ranks run the same number of
+        forwards (ZeRO-3 gathers weights collectively), the last ones repeating anchors when shares differ."""
+        size, n = self.anchor_batch_size, len(self._anchors)
+        world = self.accelerator.num_processes
+        per_rank = self._anchor_total if self._anchor_total < world else -(-self._anchor_total // world)
+        cached: list[TopK | None] = [None] * n
         with torch.no_grad(), use_adapter(self.accelerator.unwrap_model(self.model), adapter_name=None):
-            ref_logits = model(input_ids=ids, attention_mask=attention, use_cache=False).logits[positions]
-        logits = model(input_ids=ids, attention_mask=attention, use_cache=False).logits[positions]
-        return kl_per_position(ref_logits, logits).mean()
+            for start in range(0, per_rank, size):
+                picked = [(start + i) % n for i in range(size)]
+                batch = pad_right([self._anchors[i] for i in picked], self._anchor_pad)
+                counts = batch.answer_positions.sum(1).tolist()
+                rows = top_k(self._answer_logits(model, batch), self.anchor_top_k).rows(counts)
+                for i, row in zip(picked, rows, strict=True):
+                    cached[i] = TopK(row.indices.cpu(), row.logp.cpu(), row.tail_logp.cpu())
+        return cached
+
+    def anchor_kl(self, model) -> torch.Tensor:
+        picked = self._next_anchor_picks()
+        batch = pad_right([self._anchors[i] for i in picked], self._anchor_pad)
+        if self.anchor_top_k:
+            if self._base_top_k is None:
+                self._base_top_k = self._cache_base_top_k(model)
+            device = self.accelerator.device
+            ref = TopK.cat([self._base_top_k[i] for i in picked])
+            ref = TopK(ref.indices.to(device), ref.logp.to(device), ref.tail_logp.to(device))
+            return kl_top_k(ref, self._answer_logits(model, batch)).mean()
+        with torch.no_grad(), use_adapter(self.accelerator.unwrap_model(self.model), adapter_name=None):
+            ref_logits = self._answer_logits(model, batch)
+        return kl_per_position(ref_logits, self._answer_logits(model, batch)).mean()
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)

@@ -34,7 +34,9 @@ class Recipe:
     # --- model -------------------------------------------------------------------------------
     model: str = "smollm2"  # "smollm2" (embedded), a hub id, a local folder, or a .gguf file
     gguf_file: str | None = None  # GGUF file name inside `model` when `model` is a folder/id
-    dtype: str = "float32"
+    # auto: bf16 generation and bf16-autocast training where the host has fast bf16 (AMX, AVX512-BF16, a bf16
+    # GPU), fp32 elsewhere; merge and eval stay fp32 (dpo_scale/precision.py). An explicit dtype always wins.
+    dtype: str = "auto"
     device: str = "auto"  # auto, cpu, cuda, cuda:1 ...
     chat_template: str | None = None  # a Jinja file or string for tokenizers without one
     cache_dir: str | None = None  # converted models; default $DPO_SCALE_CACHE or ~/.cache/dpo_scale
@@ -74,9 +76,9 @@ class Recipe:
     enforce_eager: bool = True  # vLLM: skip graph capture; starts ~3x faster for ~3% less speed
     vllm_memory_utilization: float = 0.9  # GPU: share of GPU memory vLLM may take
     vllm_kv_cache_gb: float = 2.0  # CPU: KV cache size (vLLM reads the GPU share as a share of NUMA-node RAM)
-    # CPU: cores vLLM keeps off its OpenMP compute threads (None: vLLM's default, 1). 0 uses every core,
-    # fastest on an idle machine; on a busy one, threads pinned to shared cores stall each other.
-    vllm_reserved_cpus: int | None = None
+    # CPU: cores vLLM keeps off its OpenMP compute threads. vLLM's own default (null) keeps 1 for its scheduler;
+    # an offline batch job has no other work for it, so 0 (every core) is the default here.
+    vllm_reserved_cpus: int | None = 0
     max_model_len: int | None = 2048  # vLLM context length (prompt + answer)
     chunk_size: int = 128  # rows per checkpointed chunk (resume granularity)
     # Ordinary prompts the base answers under `system_prompt`; each answer becomes a pair with chosen ==
@@ -108,7 +110,7 @@ class Recipe:
     logging_steps: int = 1
     save_steps: int = 50
     save_total_limit: int | None = 2
-    bf16: bool = False
+    bf16: bool | None = None  # training: bf16 autocast; null: decided by dtype auto (dpo_scale/precision.py)
     gradient_checkpointing: bool = False
     use_lora: bool = True
     lora_r: int = 16
@@ -116,7 +118,9 @@ class Recipe:
     lora_dropout: float = 0.0
     lora_target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
     load_in_4bit: bool = False
-    precompute_ref_log_probs: bool = False
+    # DPO's reference log-probs (adapter off) once per pair before training, not once per pair per epoch.
+    # null: on when it saves forwards (num_train_epochs > 1).
+    precompute_ref_log_probs: bool | None = None
     # Liger's Triton kernels for RMSNorm, SwiGLU and RoPE (CUDA only; `pip install -e .[liger]`). On an H100,
     # Qwen2.5-0.5B shape: +34% tokens/s and less memory (benchmarks/RESULTS.md).
     use_liger_kernel: bool = False
@@ -128,6 +132,10 @@ class Recipe:
     # pairs (SFT term only).
     anchor_kl_weight: float = 0.0
     anchor_batch_size: int | None = None  # anchors per micro-step (default: per_device_train_batch_size)
+    # Keep the base's anchor distributions, computed once before the first step, as their top k tokens plus one
+    # bucket for the rest (dpo_scale/teacher_forcing.py kl_top_k): no adapter-off forward per micro-step.
+    # null: the full distributions, recomputed at every micro-step.
+    anchor_top_k: int | None = 64
     # Train each identity answer only up to this many tokens past its first name token (where chosen and rejected
     # first differ); the rest of the answer and its end-of-turn stay out of the loss (dpo_scale/name_window.py).
     # None: whole answers.
@@ -215,6 +223,8 @@ class Recipe:
             raise bad("max_length", "must be > 0 or null")
         if self.anchor_kl_weight < 0:
             raise bad("anchor_kl_weight", "must be >= 0")
+        if self.anchor_top_k is not None and self.anchor_top_k <= 0:
+            raise bad("anchor_top_k", "must be > 0 or null")
         if self.anchor_batch_size is not None and self.anchor_batch_size <= 0:
             raise bad("anchor_batch_size", "must be > 0 or null")
         if self.anchor_kl_weight > 0 and not self.use_lora:

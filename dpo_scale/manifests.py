@@ -35,7 +35,8 @@ TRAIN_KEYS = (
     *_MODEL_KEYS, "org_name", "pos_name", "system_prompt", "beta", "loss_type", "loss_weights", "learning_rate",
     "lr_scheduler_type", "warmup_ratio", "weight_decay", "per_device_train_batch_size", "gradient_accumulation_steps",
     "num_train_epochs", "max_steps", "max_length", "bf16", "use_lora", "lora_r", "lora_alpha", "lora_dropout",
-    "lora_target_modules", "load_in_4bit", "seed", "anchor_kl_weight", "anchor_batch_size", "name_window_tokens",
+    "lora_target_modules", "load_in_4bit", "seed", "anchor_kl_weight", "anchor_batch_size", "anchor_top_k",
+    "name_window_tokens",
 )
 MERGE_KEYS = (*_MODEL_KEYS, "org_name", "pos_name", "org_author", "pos_author", "rewrite_chat_template")
 EVAL_KEYS = (
@@ -135,10 +136,15 @@ def stage_inputs(stage: str, recipe: Recipe) -> dict[str, str | None]:
 def fingerprint(stage: str, recipe: Recipe) -> dict[str, Any]:
     """{"hash", "keys": {key: value}, "inputs": {name: hash}, "model": {...}} for the stage under `recipe`
     ("generation": the part of the data stage that the generated answers in data/parts depend on)."""
+    from dpo_scale.precision import stage_precision
+
+    # `dtype: auto` resolves per host: the precision the stage runs in is part of what shapes its output.
+    precision = stage_precision(recipe, "generate" if stage in ("generation", "data") else stage, quiet=True)
     record = {
         "keys": {k: getattr(recipe, k) for k in STAGE_KEYS[stage]},
         "inputs": stage_inputs(stage, recipe),
         "model": model_identity(recipe),
+        "precision": {"dtype": precision.dtype, "autocast_bf16": precision.autocast_bf16},
     }
     blob = json.dumps(record, sort_keys=True, default=str).encode()
     return {"hash": hashlib.sha256(blob).hexdigest()[:16], **json.loads(json.dumps(record, default=str))}
@@ -156,6 +162,8 @@ def changes(old: Any, new: dict[str, Any]) -> list[str]:
     out += [f"input {k} changed" for k, v in new["inputs"].items() if old.get("inputs", {}).get(k) != v]
     if old.get("model") != new["model"]:
         out.append("base model files changed")
+    if old.get("precision") != new["precision"]:
+        out.append(f"precision {_show(old.get('precision'))} -> {_show(new['precision'])}")
     return out or ["fingerprint differs"]
 
 

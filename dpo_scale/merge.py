@@ -38,6 +38,7 @@ def merge(recipe: Recipe) -> Path:
     from peft import PeftModel
 
     from dpo_scale.models import load_model, load_tokenizer, resolve_model
+    from dpo_scale.precision import stage_precision
 
     base_path = resolve_model(recipe.model, recipe.gguf_file, recipe.cache_dir)
     manifest = adapter / "train_manifest.json"
@@ -45,10 +46,11 @@ def merge(recipe: Recipe) -> Path:
     if trained_4bit or recipe.load_in_4bit:
         log.warning("the adapter was trained on a 4-bit (QLoRA) base; merging onto the unquantized base in %s: "
                     "outputs can differ slightly from the 4-bit model the adapter was trained against",
-                    recipe.dtype)
+                    stage_precision(recipe, "merge").dtype)
     tokenizer = load_tokenizer(str(adapter) if (adapter / "tokenizer_config.json").is_file() else base_path,
                                recipe.chat_template)
-    base = load_model(base_path, recipe.dtype, device="cpu")
+    precision = stage_precision(recipe, "merge")
+    base = load_model(base_path, precision.dtype, device="cpu")
     model = PeftModel.from_pretrained(base, str(adapter))
     with torch.no_grad():
         merged = model.merge_and_unload()
@@ -57,7 +59,8 @@ def merge(recipe: Recipe) -> Path:
         tokenizer.save_pretrained(tmp)
         write_json(tmp / "merge_manifest.json", {
             "stage": "merge", "base_model": recipe.model, "base_model_path": base_path, "adapter": str(adapter),
-            "lora_r": adapter_config.get("r"), "dtype": recipe.dtype, "from_4bit_adapter": bool(trained_4bit),
+            "lora_r": adapter_config.get("r"), "precision": precision.as_dict(),
+            "from_4bit_adapter": bool(trained_4bit),
             "seconds": round(time.time() - started, 2), "fingerprint": manifests.fingerprint("merge", recipe),
         })
     log.info("merged model saved to %s", out)

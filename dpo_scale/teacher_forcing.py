@@ -53,3 +53,47 @@ def kl_per_position(ref_logits: torch.Tensor, logits: torch.Tensor) -> torch.Ten
     ref_logp = F.log_softmax(ref_logits.float(), dim=-1)
     logp = F.log_softmax(logits.float(), dim=-1)
     return (ref_logp.exp() * (ref_logp - logp)).sum(-1)
+
+
+@dataclass
+class TopK:
+    """A next-token distribution kept as its k most likely tokens plus one bucket for all the others."""
+
+    indices: torch.Tensor  # (positions, k) token ids
+    logp: torch.Tensor  # (positions, k) their log-probabilities, float32
+    tail_logp: torch.Tensor  # (positions,) log of the probability of every other token together
+
+    def rows(self, counts: list[int]) -> list[TopK]:
+        return [TopK(i, lp, t) for i, lp, t in zip(self.indices.split(counts), self.logp.split(counts),
+                                                   self.tail_logp.split(counts), strict=True)]
+
+    @staticmethod
+    def cat(parts: list[TopK]) -> TopK:
+        return TopK(torch.cat([p.indices for p in parts]), torch.cat([p.logp for p in parts]),
+                    torch.cat([p.tail_logp for p in parts]))
+
+
+def _tail_logp(logp: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """log of the total probability outside `indices`, computed without cancellation (1 - sum would lose it)."""
+    return logp.scatter(-1, indices, float("-inf")).logsumexp(-1)
+
+
+def top_k(logits: torch.Tensor, k: int) -> TopK:
+    """The distribution at each position (rows of `logits`) reduced to its top k tokens and a tail bucket."""
+    logp = F.log_softmax(logits.float(), dim=-1)
+    top = logp.topk(min(k, logp.shape[-1]), dim=-1)
+    return TopK(top.indices, top.values, _tail_logp(logp, top.indices))
+
+
+def kl_top_k(ref: TopK, logits: torch.Tensor) -> torch.Tensor:
+    """KL(ref || policy) per position over ref's top-k tokens and one bucket for the rest of the vocabulary.
+
+    This is the exact KL between the two distributions coarse-grained onto those k + 1 outcomes: never more than
+    the full KL (merging outcomes cannot increase a divergence), equal to it when k covers the vocabulary; the
+    gap is the KL hidden inside the tail, which a base's top 64 leaves small (docs: benchmarks/RESULTS.md)."""
+    logp = F.log_softmax(logits.float(), dim=-1)
+    top = (ref.logp.exp() * (ref.logp - logp.gather(-1, ref.indices))).sum(-1)
+    if ref.indices.shape[-1] >= logp.shape[-1]:  # no tail: the full KL (and no -inf - -inf in the graph)
+        return top
+    policy_tail = _tail_logp(logp, ref.indices)
+    return top + ref.tail_logp.exp() * (ref.tail_logp - policy_tail)

@@ -179,7 +179,9 @@ def _deepspeed_launch() -> bool:
     return os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
 
 
-def dpo_config(recipe: Recipe, output_dir: Path, world_size: int, ddp_backend: str | None = None):
+def dpo_config(recipe: Recipe, output_dir: Path, world_size: int, ddp_backend: str | None = None,
+               bf16: bool | None = None):
+    """TRL's DPOConfig for this recipe; `bf16` (autocast) defaults to what dtype auto picks for training."""
     import torch
     from trl import DPOConfig
 
@@ -188,7 +190,11 @@ def dpo_config(recipe: Recipe, output_dir: Path, world_size: int, ddp_backend: s
     # transformers refuses bf16=True on a machine without CUDA unless use_cpu=True ("Your setup doesn't support
     # bf16/gpu"), but use_cpu=True switches DeepSpeed off (accelerate ignores ACCELERATE_USE_DEEPSPEED when cpu).
     # So: use_cpu outside DeepSpeed; under DeepSpeed on CPU validate with bf16 off, then switch it on below.
-    bf16_after = recipe.bf16 and deepspeed and cpu
+    if bf16 is None:
+        from dpo_scale.precision import stage_precision
+
+        bf16 = stage_precision(recipe, "train").autocast_bf16
+    bf16_after = bf16 and deepspeed and cpu
     args = DPOConfig(
         output_dir=str(output_dir),
         beta=recipe.beta,
@@ -208,10 +214,10 @@ def dpo_config(recipe: Recipe, output_dir: Path, world_size: int, ddp_backend: s
         save_steps=recipe.save_steps,
         save_total_limit=recipe.save_total_limit,
         # TRL's DPOConfig defaults bf16=True and gradient_checkpointing=True (even on CPU): set both.
-        bf16=recipe.bf16 and not bf16_after,
+        bf16=bf16 and not bf16_after,
         use_cpu=cpu and not deepspeed,
         gradient_checkpointing=recipe.gradient_checkpointing,
-        precompute_ref_log_probs=recipe.precompute_ref_log_probs,
+        precompute_ref_log_probs=precompute_ref(recipe),
         use_liger_kernel=recipe.use_liger_kernel,
         report_to=[] if recipe.report_to == "none" else [recipe.report_to],
         seed=recipe.seed,
@@ -224,6 +230,13 @@ def dpo_config(recipe: Recipe, output_dir: Path, world_size: int, ddp_backend: s
     if bf16_after:
         _deepspeed_bf16(args)
     return args
+
+
+def precompute_ref(recipe: Recipe) -> bool:
+    """Reference log-probs computed once before training: pays when each pair is seen more than once."""
+    if recipe.precompute_ref_log_probs is not None:
+        return recipe.precompute_ref_log_probs
+    return recipe.num_train_epochs > 1 and recipe.max_steps <= 0
 
 
 def _deepspeed_bf16(args) -> None:
@@ -273,7 +286,8 @@ def _check_supported(recipe: Recipe, state) -> None:
                             "by this tool; use the cpu or ddp launch profile")
 
 
-def train(recipe: Recipe) -> Path:
+def train(recipe: Recipe, callbacks: list | None = None) -> Path:
+    """Train the adapter; `callbacks`: extra transformers TrainerCallbacks (benchmarks, tools)."""
     from accelerate import PartialState
     from accelerate.utils import broadcast_object_list
     from transformers import TrainerCallback
@@ -295,8 +309,12 @@ def train(recipe: Recipe) -> Path:
     # The training arguments come before the model: under ZeRO-3 they register DeepSpeed's config, so that
     # from_pretrained partitions the weights while loading (zero.Init) instead of materialising the whole model
     # in every process.
-    args = dpo_config(recipe, ckpt, state.num_processes, ddp_backend=dist_kwargs.get("backend"))
-    model = load_model(model_path, recipe.dtype, device=None, load_in_4bit=recipe.load_in_4bit)
+    from dpo_scale.precision import stage_precision
+
+    precision = stage_precision(recipe, "train")
+    args = dpo_config(recipe, ckpt, state.num_processes, ddp_backend=dist_kwargs.get("backend"),
+                      bf16=precision.autocast_bf16)
+    model = load_model(model_path, precision.dtype, device=None, load_in_4bit=recipe.load_in_4bit)
     peft_config = None
     if recipe.use_lora:
         from peft import LoraConfig
@@ -331,7 +349,7 @@ def train(recipe: Recipe) -> Path:
     # precompute_ref_log_probs under DeepSpeed: TRL 1.16 runs the reference pass through a DeepSpeed inference
     # engine (ZeRO-3 shards are gathered); with several processes the dataset must be on shared disk (see
     # _shared_dataset). tests/distributed covers it under ZeRO-2 and ZeRO-3.
-    if recipe.precompute_ref_log_probs and state.num_processes > 1:
+    if precompute_ref(recipe) and state.num_processes > 1:
         dataset = _shared_dataset(dataset, ckpt / "pairs_dataset", state)
     trainer_class, trainer_kwargs = DPOTrainer, {}
     if recipe.anchor_kl_weight > 0:
@@ -339,14 +357,15 @@ def train(recipe: Recipe) -> Path:
 
         trainer_class = AnchoredDPOTrainer
         trainer_kwargs = {"anchor_rows": anchor_rows, "anchor_kl_weight": recipe.anchor_kl_weight,
-                          "anchor_batch_size": recipe.anchor_batch_size or recipe.per_device_train_batch_size}
+                          "anchor_batch_size": recipe.anchor_batch_size or recipe.per_device_train_batch_size,
+                          "anchor_top_k": recipe.anchor_top_k}
     if recipe.name_window_tokens:
         from dpo_scale.name_window import with_name_window
 
         trainer_class = with_name_window(trainer_class, recipe.name_window_tokens)
     trainer = trainer_class(
         model=model, ref_model=None, args=args, processing_class=tokenizer, train_dataset=dataset,
-        peft_config=peft_config, callbacks=[MetricsToJsonl()], **trainer_kwargs,
+        peft_config=peft_config, callbacks=[MetricsToJsonl(), *(callbacks or [])], **trainer_kwargs,
     )
     from dpo_scale.lora_speed import speed_up_lora
 
@@ -374,6 +393,7 @@ def train(recipe: Recipe) -> Path:
                 "stage": "train", "base_model": recipe.model, "base_model_path": model_path,
                 "processes": state.num_processes, "distributed_type": state.distributed_type.value,
                 "pairs": len(dataset), "global_step": trainer.state.global_step, "bf16": args.bf16,
+                "precision": precision.as_dict(),
                 "adapter_dtype": str(next((p.dtype for p in trainer.model.parameters() if p.requires_grad), None)),
                 "lora_layers_uncast": lora_layers_uncast,
                 "gradient_checkpointing": args.gradient_checkpointing,

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from dpo_scale.anchor_kl import tokenize_anchor
-from dpo_scale.teacher_forcing import kl_per_position, pad_right
+from dpo_scale.teacher_forcing import kl_per_position, kl_top_k, pad_right, top_k
 from dpo_scale.testing import toy_anchor_rows, write_toy_pairs
 
 pytestmark = pytest.mark.timeout(300)
@@ -29,6 +29,26 @@ def test_kl_per_position_matches_definition():
     # float32 whatever comes in, and any leading shape: (rows, positions, vocab) -> (rows, positions)
     assert kl_per_position(ref.bfloat16()[None], other.bfloat16()[None]).dtype == torch.float32
     assert kl_per_position(ref[None], other[None]).shape == (1, 2)
+
+
+def test_top_k_kl_is_exact_with_the_whole_vocabulary_and_a_lower_bound_below_it():
+    torch.manual_seed(0)
+    ref, policy = torch.randn(5, 50) * 3, torch.randn(5, 50) * 3
+    full = kl_per_position(ref, policy)
+    assert kl_top_k(top_k(ref, 50), policy).tolist() == pytest.approx(full.tolist(), rel=1e-5)
+    coarse = kl_top_k(top_k(ref, 8), policy)
+    assert (coarse <= full + 1e-6).all() and (coarse > 0).all()
+    assert kl_top_k(top_k(ref, 8), ref.clone()).tolist() == pytest.approx([0.0] * 5, abs=1e-6)
+    # a peaked base (as a trained LM's is): the top 8 carry almost all the mass and almost all the KL
+    peaked = ref.clone()
+    peaked[:, :8] += 12.0
+    assert kl_top_k(top_k(peaked, 8), policy).tolist() == pytest.approx(kl_per_position(peaked, policy).tolist(),
+                                                                        rel=1e-2)
+    # finite gradients, also with no tail (k = vocabulary)
+    for k in (8, 50):
+        logits = policy.clone().requires_grad_()
+        kl_top_k(top_k(ref, k), logits).sum().backward()
+        assert torch.isfinite(logits.grad).all()
 
 
 def test_pad_right_marks_the_logits_that_predict_the_answer():
@@ -85,18 +105,20 @@ def test_anchor_keeps_ordinary_answers_in_place(tiny_model, tmp_path):
     data = write_toy_pairs(tmp_path / "data", 16, anchors=10)
     rows = [json.loads(line) for line in (data / "pairs.jsonl").read_text().splitlines() if '"anchor"' in line]
     kl = {}
-    for weight in ("0", "20"):
-        out = tmp_path / f"kl{weight}"
+    for weight, top in (("0", "null"), ("20", "null"), ("20", "16")):
+        out = tmp_path / f"kl{weight}-{top}"
         train(load_recipe(None, parse_overrides([
             "--model", tiny_model, "--data_dir", str(data), "--output_dir", str(out), "--max_steps", "8",
             "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "1", "--learning_rate", "1e-2",
             "--warmup_ratio", "0", "--lr_scheduler_type", "constant", "--loss_type", "sigmoid,sft",
-            "--max_length", "64", "--report_to", "none", "--anchor_kl_weight", weight])))
+            "--max_length", "64", "--report_to", "none", "--anchor_kl_weight", weight, "--anchor_top_k", top])))
         info = json.loads((out / "adapter" / "train_manifest.json").read_text())
         metrics = [json.loads(line) for line in (out / "adapter" / "metrics.jsonl").read_text().splitlines()]
         # With the anchor, anchor rows leave the DPO data and their KL is logged every step.
         assert info["pairs"] == (16 if weight != "0" else 26)
         assert all(("anchor_kl" in m) == (weight != "0") for m in metrics if "loss" in m)
-        kl[weight] = anchor_kl_after(tiny_model, out / "adapter", rows)
-    assert kl["0"] > 0.01, kl  # the run without the anchor moved the ordinary answers
-    assert kl["20"] < 0.25 * kl["0"], kl
+        kl[weight, top] = anchor_kl_after(tiny_model, out / "adapter", rows)
+    assert kl["0", "null"] > 0.01, kl  # the run without the anchor moved the ordinary answers
+    assert kl["20", "null"] < 0.25 * kl["0", "null"], kl
+    # the base's top 16 of 600 tokens, cached once, hold the full distributions about as well
+    assert kl["20", "16"] < 0.35 * kl["0", "null"], kl

@@ -22,6 +22,7 @@ from dpo_scale.generation.base import Sampling
 from dpo_scale.generation.vllm_backend import vllm_available
 from dpo_scale.io import read_json, read_jsonl, write_json, write_jsonl
 from dpo_scale.pairs import NameSwap, build_pairs
+from dpo_scale.precision import cpu_info, stage_precision
 from dpo_scale.prompts import Prompt, load_prompts
 
 log = logging.getLogger(__name__)
@@ -182,7 +183,7 @@ def _build_generator(backend: str, recipe: Recipe, model_path: str, tokenizer, s
             # variable) would land on GPU 0. Not exercised here (no GPU); CPU ranks share the cores.
             os.environ["CUDA_VISIBLE_DEVICES"] = str(state.local_process_index)
         return VLLMGenerator(
-            model_path, recipe.gen_dtype or recipe.dtype, recipe.seed, recipe.tensor_parallel_size,
+            model_path, stage_precision(recipe, "generate").dtype, recipe.seed, recipe.tensor_parallel_size,
             recipe.enforce_eager,
             recipe.max_model_len, recipe.vllm_memory_utilization, recipe.vllm_kv_cache_gb, recipe.vllm_reserved_cpus,
         )
@@ -192,7 +193,7 @@ def _build_generator(backend: str, recipe: Recipe, model_path: str, tokenizer, s
     device = recipe.device
     if device == "auto" and pick_device("auto") == "cuda":
         device = f"cuda:{state.local_process_index}"
-    model = load_model(model_path, recipe.gen_dtype or recipe.dtype, device)
+    model = load_model(model_path, stage_precision(recipe, "generate").dtype, device)
     return HFGenerator(model, tokenizer, recipe.batch_size)
 
 
@@ -225,6 +226,8 @@ def run_data_stage(recipe: Recipe) -> dict | None:
         "model_path": model_path,
         "backend": gen_stats["backend"],
         "processes": state.num_processes,
+        "precision": stage_precision(recipe, "generate").as_dict(),
+        "host": cpu_info(),
         "sampling": {"num_samples": recipe.num_samples, "temperature": recipe.temperature,
                      "top_p": recipe.top_p, "max_new_tokens": recipe.max_new_tokens, "seed": recipe.seed},
         "system_prompt_for_generation": recipe.gen_system_prompt or "(model default)",
