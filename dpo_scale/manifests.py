@@ -134,8 +134,9 @@ def stage_inputs(stage: str, recipe: Recipe) -> dict[str, str | None]:
 
 
 def fingerprint(stage: str, recipe: Recipe) -> dict[str, Any]:
-    """{"hash", "keys": {key: value}, "inputs": {name: hash}, "model": {...}} for the stage under `recipe`
-    ("generation": the part of the data stage that the generated answers in data/parts depend on)."""
+    """{"hash", "keys": {key: value}, "inputs": {name: hash}, "model": {...}, "precision": {...}} for the stage
+    under `recipe` ("generation": the part of the data stage that the generated answers in data/parts depend
+    on). Values are returned as JSON gives them back, so a stored fingerprint compares equal to a fresh one."""
     from dpo_scale.precision import stage_precision
 
     # `dtype: auto` resolves per host: the precision the stage runs in is part of what shapes its output.
