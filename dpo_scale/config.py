@@ -7,8 +7,6 @@ Every field below can be set in a recipe YAML or on the command line (`--beta 0.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import types
 import typing
 from dataclasses import dataclass, field
@@ -170,11 +168,6 @@ class Recipe:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-    def fingerprint(self, keys: typing.Iterable[str]) -> str:
-        """Hash of the fields a stage's output depends on (to refuse mixing runs)."""
-        sub = {k: getattr(self, k) for k in sorted(keys)}
-        return hashlib.sha256(json.dumps(sub, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def validate(self) -> Recipe:
         def bad(key: str, why: str) -> DpoScaleError:

@@ -134,9 +134,3 @@ def test_stage_folders_default_under_output_dir(tmp_path):
     assert recipe.data_path == tmp_path / "run" / "data"
     assert recipe.adapter_path == tmp_path / "run" / "adapter"
     assert recipe.merged_path == tmp_path / "elsewhere"
-
-
-def test_fingerprint_depends_only_on_named_keys():
-    a, b = Recipe(), Recipe(beta=0.5)
-    assert a.fingerprint(["seed", "model"]) == b.fingerprint(["seed", "model"])
-    assert a.fingerprint(["beta"]) != b.fingerprint(["beta"])
