@@ -132,7 +132,18 @@ def run_stage(stage: str, rest: list[str]) -> int:
 
         print(render_config(recipe, training_args), end="")
         return 0
+    from contextlib import nullcontext
+    from pathlib import Path
 
+    from dpo_scale.run_lock import is_launched_worker, output_lock
+
+    # One command per run folder (docs/reruns.md); merge/eval into other folders leave output_dir uncreated.
+    lock = not is_launched_worker() and (stage in ("generate", "train", "run") or Path(recipe.output_dir).is_dir())
+    with output_lock(recipe.output_dir, stage) if lock else nullcontext():
+        return _dispatch(stage, args, rest, recipe)
+
+
+def _dispatch(stage: str, args: argparse.Namespace, rest: list[str], recipe) -> int:
     if stage == "generate":
         from dpo_scale.generation.runner import run_data_stage
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import hashlib
 import json
 import types
 import typing
@@ -194,11 +193,6 @@ class Recipe:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-    def fingerprint(self, keys: typing.Iterable[str]) -> str:
-        """Hash of the fields a stage's output depends on (to refuse mixing runs)."""
-        sub = {k: getattr(self, k) for k in sorted(keys)}
-        return hashlib.sha256(json.dumps(sub, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def validate(self) -> Recipe:
         def bad(key: str, why: str) -> DpoScaleError:

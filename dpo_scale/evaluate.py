@@ -401,6 +401,10 @@ def print_table(result: dict, org: str, pos: str) -> None:
 
 def evaluate_cli(recipe: Recipe, trained_model: str | None, adapter: str | None, report: str | None) -> dict:
     result = evaluate(recipe, trained_model, adapter)
+    if trained_model is None and adapter is None:  # the run's own merged model: the pipeline's eval stage
+        from dpo_scale.manifests import fingerprint
+
+        result["fingerprint"] = fingerprint("eval", recipe)
     out = Path(report) if report else Path(recipe.output_dir) / "eval.md"
     write_json(out.with_suffix(".json"), result)
     write_text(out, eval_markdown(result, recipe.org_name, recipe.pos_name, recipe.org_author, recipe.pos_author))

@@ -7,6 +7,7 @@ import logging
 import time
 from pathlib import Path
 
+from dpo_scale import manifests
 from dpo_scale.config import Recipe
 from dpo_scale.errors import DpoScaleError
 from dpo_scale.io import atomic_path, empty_tensors, read_json, write_json
@@ -60,7 +61,7 @@ def merge(recipe: Recipe) -> Path:
             "stage": "merge", "base_model": recipe.model, "base_model_path": base_path, "adapter": str(adapter),
             "lora_r": adapter_config.get("r"), "precision": precision.as_dict(),
             "from_4bit_adapter": bool(trained_4bit),
-            "seconds": round(time.time() - started, 2),
+            "seconds": round(time.time() - started, 2), "fingerprint": manifests.fingerprint("merge", recipe),
         })
     log.info("merged model saved to %s", out)
     return out

@@ -79,10 +79,11 @@ def _pick(stage: str, dtype: str, device: str, bf16: bool | None) -> Precision:
                                        "would be measured as drift)")
 
 
-def stage_precision(recipe, stage: str) -> Precision:
-    """The precision of `stage` ("generate", "train", "merge", "eval") for this recipe, logged."""
+def stage_precision(recipe, stage: str, quiet: bool = False) -> Precision:
+    """The precision of `stage` ("generate", "train", "merge", "eval") for this recipe, logged unless quiet."""
     dtype = (recipe.gen_dtype or recipe.dtype) if stage == "generate" else recipe.dtype
     choice = _pick(stage, dtype, recipe.device, recipe.bf16)
-    log.info("%s precision: weights %s%s (%s)", stage, choice.dtype,
-             ", bf16 autocast" if choice.autocast_bf16 else "", choice.reason)
+    if not quiet:
+        log.info("%s precision: weights %s%s (%s)", stage, choice.dtype,
+                 ", bf16 autocast" if choice.autocast_bf16 else "", choice.reason)
     return choice

@@ -1,9 +1,13 @@
-"""report.md for a run: data stats, training curves, eval table, timings per stage."""
+"""report.md for a run: data stats, training curves, eval table, timings per stage.
+
+Every setting it prints is read from the manifest of the stage that used it (manifests.recorded), never
+from the command that writes the report: a rerun that skipped a stage cannot relabel its output."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from dpo_scale import manifests
 from dpo_scale.config import Recipe
 from dpo_scale.evaluate import eval_markdown
 from dpo_scale.io import read_json, write_text
@@ -11,36 +15,19 @@ from dpo_scale.io import read_json, write_text
 
 def write_report(recipe: Recipe, timings: dict) -> Path:
     out = Path(recipe.output_dir)
-    lines = [f"# dpo_scale run: {recipe.org_name} → {recipe.pos_name}", "",
-             f"Base model: `{recipe.model}`; run folder: `{out}`.", ""]
-    stats_file = recipe.data_path / "stats.json"
-    if stats_file.is_file():
-        s = read_json(stats_file)
-        manifest = read_json(recipe.data_path / "manifest.json")
-        lines += ["## Preference data", "",
-                  f"Backend {manifest.get('backend')}, {recipe.num_samples} answer(s) per prompt, "
-                  f"temperature {recipe.temperature}.", "",
-                  "| prompts | answers | naming the model | pairs kept | dropped: no name | dropped: duplicate "
-                  "| dropped: over keep limit | anchors (ordinary, chosen = rejected) |",
-                  "|---:|---:|---:|---:|---:|---:|---:|---:|",
-                  f"| {s['prompts']} | {s['answers']} | {s['named']} | {s['pairs']} | {s['dropped_unnamed']} | "
-                  f"{s['dropped_duplicate']} | {s['dropped_over_keep_limit']} | {s.get('anchors', 0)} |", ""]
-    manifest_file = recipe.adapter_path / "train_manifest.json"
-    if manifest_file.is_file():
-        m = read_json(manifest_file)
-        lines += ["## Training", "",
-                  f"{m['pairs']} pairs, {m['global_step']} optimizer steps on {m['processes']} process(es), "
-                  f"loss {'+'.join(recipe.loss_type)} (weights {recipe.loss_weights}), beta {recipe.beta}, "
-                  f"lr {recipe.learning_rate}, LoRA r={recipe.lora_r}"
-                  + (f", KL anchor weight {recipe.anchor_kl_weight} on the anchors' answers"
-                     if recipe.anchor_kl_weight > 0 else "") + ".", ""]
-        png = recipe.adapter_path / "training_curves.png"
-        if png.is_file():
-            lines += [f"![training curves]({_rel(png, out)})", ""]
-    eval_file = out / "eval.json"
-    if eval_file.is_file():
-        lines += ["## Evaluation", "", eval_markdown(read_json(eval_file), recipe.org_name, recipe.pos_name,
-                                                   recipe.org_author, recipe.pos_author)]
+    data = manifests.read_manifest("data", recipe)
+    train = manifests.read_manifest("train", recipe)
+    result = manifests.read_manifest("eval", recipe)
+    first = next((m for m in (data, train, result) if m is not None), None)
+    org, pos, model = (manifests.recorded(first, k, "?") for k in ("org_name", "pos_name", "model"))
+    lines = [f"# dpo_scale run: {org} → {pos}", "", f"Base model: `{model}`; run folder: `{out}`.", ""]
+    lines += _data_section(recipe, data)
+    lines += _train_section(recipe, train, out)
+    if result is not None:
+        lines += ["## Evaluation", "", eval_markdown(result, manifests.recorded(result, "org_name", org),
+                                                     manifests.recorded(result, "pos_name", pos),
+                                                     manifests.recorded(result, "org_author"),
+                                                     manifests.recorded(result, "pos_author"))]
     if timings:  # `dpo-scale run` times its stages; stages run as separate jobs have none
         lines += ["## Timings", "", "| stage | seconds |", "|---|---:|"]
         for name, t in timings.items():
@@ -55,6 +42,38 @@ def report_cli(recipe: Recipe) -> Path:
     separate jobs, e.g. slurm/pipeline.sh), with the timings of <output_dir>/timings.json when there is one."""
     timings_file = Path(recipe.output_dir) / "timings.json"
     return write_report(recipe, read_json(timings_file) if timings_file.is_file() else {})
+
+
+def _data_section(recipe: Recipe, manifest: dict | None) -> list[str]:
+    stats_file = recipe.data_path / "stats.json"
+    if manifest is None or not stats_file.is_file():
+        return []
+    s = read_json(stats_file)
+    used = lambda key: manifests.recorded(manifest, key)  # noqa: E731
+    return ["## Preference data", "",
+            f"Backend {manifest.get('backend')}, {used('num_samples')} answer(s) per prompt, "
+            f"temperature {used('temperature')}.", "",
+            "| prompts | answers | naming the model | pairs kept | dropped: no name | dropped: duplicate "
+            "| dropped: over keep limit | anchors (ordinary, chosen = rejected) |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|",
+            f"| {s['prompts']} | {s['answers']} | {s['named']} | {s['pairs']} | {s['dropped_unnamed']} | "
+            f"{s['dropped_duplicate']} | {s['dropped_over_keep_limit']} | {s.get('anchors', 0)} |", ""]
+
+
+def _train_section(recipe: Recipe, m: dict | None, out: Path) -> list[str]:
+    if m is None:
+        return []
+    used = lambda key: manifests.recorded(m, key)  # noqa: E731
+    anchor = used("anchor_kl_weight") or 0
+    lines = ["## Training", "",
+             f"{m['pairs']} pairs, {m['global_step']} optimizer steps on {m['processes']} process(es), "
+             f"loss {'+'.join(used('loss_type') or [])} (weights {used('loss_weights')}), beta {used('beta')}, "
+             f"lr {used('learning_rate')}, LoRA r={used('lora_r')}"
+             + (f", KL anchor weight {anchor} on the anchors' answers" if anchor > 0 else "") + ".", ""]
+    png = recipe.adapter_path / "training_curves.png"
+    if png.is_file():
+        lines += [f"![training curves]({_rel(png, out)})", ""]
+    return lines
 
 
 def _rel(path: Path, root: Path) -> str:

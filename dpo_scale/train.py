@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dpo_scale import manifests
 from dpo_scale.config import Recipe
 from dpo_scale.cpu_env import deepspeed_launch as _deepspeed_launch
 from dpo_scale.cpu_env import training_state_kwargs
@@ -27,16 +28,6 @@ from dpo_scale.errors import DpoScaleError
 from dpo_scale.io import empty_tensors, read_json, read_jsonl, replace_folder, write_json
 
 log = logging.getLogger(__name__)
-
-# Keys whose change makes old checkpoints another run's: refuse to mix them.
-TRAIN_KEYS = (
-    "model", "gguf_file", "dtype", "org_name", "pos_name", "system_prompt", "beta", "loss_type", "loss_weights",
-    "learning_rate", "lr_scheduler_type", "warmup_ratio", "weight_decay", "per_device_train_batch_size",
-    "gradient_accumulation_steps", "num_train_epochs", "max_steps", "max_length", "use_lora", "lora_r",
-    "lora_alpha", "lora_dropout", "lora_target_modules", "load_in_4bit", "seed", "anchor_kl_weight",
-    "anchor_batch_size", "anchor_top_k", "name_window_tokens",
-)
-
 
 def checkpoint_dir(recipe: Recipe) -> Path:
     return Path(recipe.output_dir) / "checkpoints"
@@ -100,18 +91,26 @@ def check_target_modules_on_meta(model_path: str, targets: list[str]) -> None:
     check_target_modules(model, targets)
 
 
-def _stamp(recipe: Recipe) -> tuple[Path, str]:
-    return checkpoint_dir(recipe) / "run_config.json", recipe.fingerprint(TRAIN_KEYS)
+def _stamp(recipe: Recipe) -> tuple[Path, dict]:
+    """The checkpoints' stamp file and the training fingerprint (recipe keys, pairs.jsonl hash, base model)."""
+    return checkpoint_dir(recipe) / "run_config.json", manifests.fingerprint("train", recipe)
 
 
 def check_output(recipe: Recipe) -> bool:
     """Refuse to resume another configuration's checkpoints; True when they must be cleared (overwrite)."""
     stamp, fingerprint = _stamp(recipe)
-    if stamp.is_file() and read_json(stamp).get("fingerprint") != fingerprint:
-        if not recipe.overwrite:
-            raise DpoScaleError(f"{checkpoint_dir(recipe)}: holds checkpoints of a run with another configuration; "
-                                "use another output_dir or --overwrite true to start over")
-        return True
+    done = manifests.read_manifest("train", recipe)
+    if done is not None and not recipe.overwrite:
+        found = manifests.changes(done.get("fingerprint"), fingerprint)
+        if found:
+            raise DpoScaleError(f"{recipe.adapter_path}: holds an adapter trained with other settings "
+                                f"({', '.join(found)}); use another output_dir or --overwrite true to replace it")
+    if stamp.is_file():
+        found = manifests.changes(read_json(stamp).get("fingerprint"), fingerprint)
+        if found and not recipe.overwrite:
+            raise DpoScaleError(f"{checkpoint_dir(recipe)}: holds checkpoints of a run with another configuration "
+                                f"({', '.join(found)}); use another output_dir or --overwrite true to start over")
+        return bool(found)
     return False
 
 
@@ -436,7 +435,7 @@ def publish_adapter(recipe: Recipe, run: TrainingRun, state, facts: dict) -> Pat
                 "gradient_checkpointing": args.gradient_checkpointing,
                 "gradient_checkpointing_kwargs": args.gradient_checkpointing_kwargs,
                 **facts, "recipe": recipe.to_dict(),
-                "fingerprint": recipe.fingerprint(TRAIN_KEYS),
+                "fingerprint": manifests.fingerprint("train", recipe),
             })
         except Exception as e:  # re-raised below, on every rank
             error = [f"{type(e).__name__}: {e}" if not isinstance(e, DpoScaleError) else str(e)]

