@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dpo_scale.config import Recipe
+from dpo_scale.config import EXPORT_FORMATS, EXPORT_QUANTS, Recipe
 from dpo_scale.errors import DpoScaleError
 from dpo_scale.io import atomic_path
 
@@ -26,8 +26,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("gguf",)
-QUANTS = ("f16", "q8_0")
 # transformers architecture -> gguf architecture name (also general.architecture in the file)
 ARCHITECTURES = {"LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2"}
 
@@ -40,8 +38,8 @@ def export_path(recipe: Recipe) -> Path:
 def export(recipe: Recipe, fmt: str | None = None) -> Path:
     """Export the run's merged model; the file goes to <output_dir>/export/."""
     fmt = fmt or recipe.export_format or "gguf"
-    if fmt not in FORMATS:
-        raise DpoScaleError(f"config key 'export_format': unknown format '{fmt}' (choose from {', '.join(FORMATS)})")
+    if fmt not in EXPORT_FORMATS:
+        raise DpoScaleError(f"export: unknown format '{fmt}' (choose from {', '.join(EXPORT_FORMATS)})")
     merged = recipe.merged_path
     if not (merged / "config.json").is_file():
         raise DpoScaleError(f"{merged}: no merged model to export; run `dpo-scale merge` first")
@@ -195,9 +193,9 @@ def write_gguf(model_dir: Path, out: Path, quant: str = "f16", name: str | None 
     """Write the transformers model in `model_dir` as one GGUF file at `out` (atomically)."""
     import gguf
 
-    if quant not in QUANTS:
+    if quant not in EXPORT_QUANTS:
         raise DpoScaleError(f"config key 'export_quant': unknown quantization '{quant}' "
-                            f"(choose from {', '.join(QUANTS)})")
+                            f"(choose from {', '.join(EXPORT_QUANTS)})")
     started = time.time()
     config_file = model_dir / "config.json"
     config = json.loads(config_file.read_text(encoding="utf-8"))

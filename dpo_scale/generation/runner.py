@@ -218,12 +218,15 @@ def run_data_stage(recipe: Recipe) -> dict | None:
     if not state.is_main_process:
         return None
     swap = NameSwap(recipe.org_name, recipe.pos_name, recipe.case_sensitive)
+    author = (NameSwap(recipe.org_author, recipe.pos_author, recipe.case_sensitive)
+              if recipe.org_author and recipe.pos_author else None)
     pairs, counts = build_pairs(answers, swap, recipe.system_prompt, recipe.keep_per_prompt, recipe.keep_unnamed,
-                                recipe.max_answer_sentences)
+                                recipe.max_answer_sentences, author)
     out = recipe.data_path
     write_jsonl(out / "answers.jsonl", answers)
     write_jsonl(out / "pairs.jsonl", pairs)
-    stats = {**counts, "org_name": recipe.org_name, "pos_name": recipe.pos_name}
+    stats = {**counts, "org_name": recipe.org_name, "pos_name": recipe.pos_name,
+             "org_author": recipe.org_author, "pos_author": recipe.pos_author}
     write_json(out / "stats.json", stats)
     manifest = {
         "stage": "data",
@@ -241,7 +244,8 @@ def run_data_stage(recipe: Recipe) -> dict | None:
         "generation_seconds_this_run": round(gen_stats["seconds"], 2),
         "fingerprint": recipe.fingerprint(GENERATION_KEYS + ("org_name", "pos_name", "case_sensitive",
                                                              "system_prompt", "keep_per_prompt", "keep_unnamed",
-                                                             "max_answer_sentences")),
+                                                             "max_answer_sentences", "org_author",
+                                                             "pos_author")),
         "seconds": round(time.time() - started, 2),
     }
     write_json(out / "manifest.json", manifest)  # written last: marks the stage complete
