@@ -1,4 +1,4 @@
-"""`dpo-scale generate|train|merge|eval|run`: parse, then call the stage. Every recipe key can be
+"""`dpo-scale generate|train|merge|eval|export|run`: parse, then call the stage. Every recipe key can be
 overridden as `--key value`, the same way in every stage."""
 
 from __future__ import annotations
@@ -6,11 +6,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import sys
 
 from dpo_scale.errors import DpoScaleError
 
-STAGES = ("generate", "train", "merge", "eval", "run")
+STAGES = ("generate", "train", "merge", "eval", "export", "run")
 
 
 def _parser(stage: str) -> argparse.ArgumentParser:
@@ -31,6 +32,9 @@ def _parser(stage: str) -> argparse.ArgumentParser:
         p.add_argument("--base", help="the model to compare against (default: the recipe's model)")
         p.add_argument("--questions", help="identity questions file (default: the held-out split)")
         p.add_argument("--report", help="write the table here (default: <output_dir>/eval.md)")
+    if stage == "export":
+        p.add_argument("--format", dest="export_format", default="gguf", help="gguf (default)")
+        p.add_argument("--quant", dest="export_quant", help="f16 or q8_0 (default: the recipe's export_quant)")
     return p
 
 
@@ -41,11 +45,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"usage: dpo-scale {{{','.join(STAGES)}}} [--config RECIPE.yaml] [--key value ...]", file=sys.stderr)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     stage, rest = argv[0], argv[1:]
+    from dpo_scale.model_card import COMMAND_ENV
+
+    before = os.environ.get(COMMAND_ENV)
+    os.environ.setdefault(COMMAND_ENV, shlex.join(["dpo-scale", *argv]))  # the model cards quote it
     try:
         return run_stage(stage, rest)
     except DpoScaleError as e:
         print(f"dpo-scale {stage}: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        if before is None:
+            os.environ.pop(COMMAND_ENV, None)
 
 
 def run_stage(stage: str, rest: list[str]) -> int:
@@ -58,6 +69,9 @@ def run_stage(stage: str, rest: list[str]) -> int:
                                             ("merged_dir", args.out)) if v})
     if stage == "eval":
         overrides.update({k: v for k, v in (("model", args.base), ("eval_questions", args.questions)) if v})
+    if stage == "export":
+        overrides.update({k: v for k, v in (("export_format", args.export_format),
+                                            ("export_quant", args.export_quant)) if v})
     recipe = load_recipe(args.config, overrides)
 
     if stage == "generate":
@@ -80,6 +94,10 @@ def run_stage(stage: str, rest: list[str]) -> int:
         from dpo_scale.evaluate import evaluate_cli
 
         evaluate_cli(recipe, args.eval_model, args.adapter, args.report)
+    elif stage == "export":
+        from dpo_scale.export_gguf import export
+
+        export(recipe)
     elif stage == "run":
         from dpo_scale.pipeline import run_pipeline
 

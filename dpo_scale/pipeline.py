@@ -1,4 +1,4 @@
-"""`dpo-scale run`: data -> train -> merge -> eval -> report in one run folder.
+"""`dpo-scale run`: data -> train -> merge -> eval [-> export] -> report in one run folder.
 
 Each stage is skipped when its completion marker exists (data/manifest.json,
 adapter/train_manifest.json, merged/merge_manifest.json, eval.json); an interrupted stage resumes
@@ -32,6 +32,7 @@ def run_pipeline(recipe: Recipe) -> Path:
     from dpo_scale.evaluate import evaluate_cli
     from dpo_scale.generation.runner import run_data_stage
     from dpo_scale.merge import merge
+    from dpo_scale.model_card import write_model_cards
     from dpo_scale.report import write_report
     from dpo_scale.train import train
 
@@ -46,9 +47,14 @@ def run_pipeline(recipe: Recipe) -> Path:
         ("merge", recipe.merged_path / "merge_manifest.json", lambda: merge(recipe)),
         ("eval", out / "eval.json", lambda: evaluate_cli(recipe, None, None, str(out / "eval.md"))),
     )
+    if recipe.export_format:
+        from dpo_scale.export_gguf import export, export_path
+
+        stages += (("export", export_path(recipe), lambda: export(recipe)),)
     for name, marker, fn in stages:
         _timed(timings, name, marker, fn)
         write_json(timings_file, timings)
+    write_model_cards(recipe)  # now with the evaluation table
     report = write_report(recipe, timings)
     log.info("report: %s", report)
     return report

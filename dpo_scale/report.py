@@ -40,6 +40,12 @@ def write_report(recipe: Recipe, timings: dict) -> Path:
     eval_file = out / "eval.json"
     if eval_file.is_file():
         lines += ["## Evaluation", "", eval_markdown(read_json(eval_file), recipe.org_name, recipe.pos_name)]
+    if recipe.export_format:
+        from dpo_scale.export_gguf import export_path
+
+        gguf = export_path(recipe)
+        lines += ["## Export", "", f"GGUF ({recipe.export_quant}): `{_rel(gguf, out)}`, "
+                  f"{gguf.stat().st_size / 2**20:.1f} MiB." if gguf.is_file() else "GGUF: not written.", ""]
     lines += ["## Timings", "", "| stage | seconds |", "|---|---:|"]
     for name, t in timings.items():
         lines.append(f"| {name} | {'skipped (done earlier)' if t.get('skipped') else t['seconds']} |")
