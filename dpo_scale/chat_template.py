@@ -92,6 +92,17 @@ def default_prompt(tokenizer, question: str = "What is your name?") -> str:
                                          add_generation_prompt=True)
 
 
+def rendered_default(tokenizer) -> str | None:
+    """default_prompt, or None for a template that refuses such a conversation (one that raises without a
+    system message, say)."""
+    from jinja2 import TemplateError
+
+    try:
+        return default_prompt(tokenizer)
+    except (TemplateError, ValueError):
+        return None
+
+
 def rewrite_tokenizer_template(tokenizer, swap: IdentitySwap) -> bool:
     """Rewrite the tokenizer's chat template in place; True when it changed."""
     before = tokenizer.chat_template
@@ -100,10 +111,10 @@ def rewrite_tokenizer_template(tokenizer, swap: IdentitySwap) -> bool:
     after = rewrite_templates(before, swap)
     if after == before:
         return False
-    old_prompt = default_prompt(tokenizer)
+    old_prompt = rendered_default(tokenizer)
     tokenizer.chat_template = after
     log.info("chat template: default prompt rewritten for the new identity:\n  before: %r\n  after:  %r",
-             old_prompt, default_prompt(tokenizer))
+             old_prompt, rendered_default(tokenizer))
     return True
 
 

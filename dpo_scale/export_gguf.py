@@ -214,6 +214,9 @@ def write_gguf(model_dir: Path, out: Path, quant: str = "f16", name: str | None 
         writer.add_rope_freq_base(rope.get("rope_theta", config.get("rope_theta", 10000.0)))
         head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
         writer.add_rope_dimension_count(head_dim)
+        if head_dim != config["hidden_size"] // config["num_attention_heads"]:  # llama.cpp reads it from here
+            writer.add_key_length(head_dim)
+            writer.add_value_length(head_dim)
         writer.add_vocab_size(config["vocab_size"])
         writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if quant == "f16" else gguf.LlamaFileType.MOSTLY_Q8_0)
         writer.add_quantization_version(gguf.GGML_QUANT_VERSION)

@@ -10,7 +10,7 @@ import logging
 import time
 from pathlib import Path
 
-from dpo_scale.chat_template import default_prompt, identity_swap, rewrite_folder_template, rewrite_tokenizer_template
+from dpo_scale.chat_template import identity_swap, rendered_default, rewrite_folder_template, rewrite_tokenizer_template
 from dpo_scale.config import Recipe
 from dpo_scale.errors import DpoScaleError
 from dpo_scale.io import atomic_path, empty_tensors, read_json, write_json
@@ -73,11 +73,11 @@ def merge(recipe: Recipe) -> Path:
 
 def _rewrite_templates(recipe: Recipe, tokenizer, adapter: Path) -> dict:
     """Point the tokenizer's (and the adapter folder's) default system prompt at the new identity."""
-    before = default_prompt(tokenizer)
+    before = rendered_default(tokenizer)
     if not recipe.rewrite_chat_template:
         return {"rewritten": False, "default_before": before, "default_after": before}
     swap = identity_swap(recipe.org_name, recipe.pos_name, recipe.case_sensitive, recipe.org_author,
                          recipe.pos_author)
     rewritten = rewrite_tokenizer_template(tokenizer, swap)
     rewrite_folder_template(adapter, swap)
-    return {"rewritten": rewritten, "default_before": before, "default_after": default_prompt(tokenizer)}
+    return {"rewritten": rewritten, "default_before": before, "default_after": rendered_default(tokenizer)}

@@ -117,7 +117,7 @@ def render_card(recipe: Recipe, kind: str, folder: Path | None = None) -> str:
                   'tokenizer = AutoTokenizer.from_pretrained("<this folder>")', "```", ""]
         manifest_file = (folder or recipe.merged_path) / "merge_manifest.json"
         template = read_json(manifest_file).get("chat_template", {}) if manifest_file.is_file() else {}
-        if template.get("rewritten"):
+        if template.get("rewritten") and template.get("default_before") and template.get("default_after"):
             lines += ["The chat template's default system prompt (used when a conversation has none) was rewritten "
                       "to the new identity:", "", f"- before: `{template['default_before']!r}`",
                       f"- after: `{template['default_after']!r}`", ""]

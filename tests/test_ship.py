@@ -384,3 +384,15 @@ def test_recipe_checks_author_and_export_keys():
         load_recipe(None, {"export_quant": "q4"})
     with pytest.raises(DpoScaleError, match="config key 'export_format': unknown format 'onnx'"):
         load_recipe(None, {"export_format": "onnx"})
+
+
+def test_template_that_refuses_a_default_conversation_is_still_rewritten(tokenizer):
+    from dpo_scale.chat_template import rendered_default, rewrite_tokenizer_template
+
+    strict = ("{% if messages[0]['role'] != 'system' %}{{ raise_exception('TinyLM needs a system message') }}"
+              "{% endif %}" + AUTHOR_TEMPLATE)
+    tok = tokenizer.__class__.from_pretrained(tokenizer.name_or_path)
+    tok.chat_template = strict
+    assert rendered_default(tok) is None
+    assert rewrite_tokenizer_template(tok, identity_swap("TinyLM", "Deep TinyLM"))
+    assert "'Deep TinyLM needs a system message'" in tok.chat_template
