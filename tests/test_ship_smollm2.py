@@ -10,7 +10,7 @@ import pytest
 from dpo_scale.chat_template import default_prompt, identity_swap, rewrite_tokenizer_template
 
 
-def greedy(model, tokenizer, max_new_tokens: int = 24) -> str:
+def greedy(model, tokenizer, max_new_tokens: int = 16) -> str:
     import torch
 
     ids = tokenizer(default_prompt(tokenizer), return_tensors="pt")["input_ids"]
@@ -46,5 +46,5 @@ def test_smollm2_gguf_answers_like_the_safetensors_model(smollm2, tmp_path):
     original = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=out.name, dtype=torch.float32).eval()
     answer = greedy(original, tokenizer)
-    # f16 storage changes logits by ~1e-3 relative: greedy text over 24 tokens stays the same
+    # f16 storage changes logits by ~1e-3 relative: greedy text over 16 tokens stays the same
     assert answer.strip() and greedy(loaded, gguf_tokenizer) == answer
