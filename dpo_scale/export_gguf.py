@@ -62,6 +62,9 @@ def _gguf_arch(config: dict, model_dir: Path) -> str:
     if rope_type not in ("default", None):
         raise DpoScaleError(f"{model_dir / 'config.json'}: rope type '{rope_type}' is not supported by the GGUF "
                             "export (only plain RoPE)")
+    if config.get("use_sliding_window"):
+        raise DpoScaleError(f"{model_dir / 'config.json'}: sliding-window attention is not supported by the GGUF "
+                            "export")
     heads, hidden = config["num_attention_heads"], config["hidden_size"]
     if arch == "qwen2" and config.get("head_dim", hidden // heads) != hidden // heads:
         raise DpoScaleError(f"{model_dir / 'config.json'}: head_dim must be hidden_size / num_attention_heads")

@@ -45,6 +45,11 @@ def test_smollm2_gguf_answers_like_the_safetensors_model(smollm2, tmp_path):
 
     original = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=out.name, dtype=torch.float32).eval()
+    ids = tokenizer(default_prompt(tokenizer), return_tensors="pt")["input_ids"]
+    with torch.inference_mode():
+        a, b = loaded(ids).logits, original(ids).logits
+    # f16 keeps 11 significant bits per weight (see tests/test_ship.py for the tolerance)
+    assert (a - b).abs().max() <= 2e-3 * b.abs().max()
     answer = greedy(original, tokenizer)
     # f16 storage changes logits by ~1e-3 relative: greedy text over 16 tokens stays the same
     assert answer.strip() and greedy(loaded, gguf_tokenizer) == answer
