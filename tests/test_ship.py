@@ -96,6 +96,10 @@ def test_qwen25_template_name_and_author_in_both_branches(tokenizer):
 def test_template_rewrite_escapes_quotes_and_leaves_other_templates_alone(tokenizer):
     new = rewrite_template(AUTHOR_TEMPLATE, identity_swap("TinyLM", "O'Tiny \\ LM"))
     assert "You are O'Tiny \\ LM, made by Test Lab." in render(tokenizer, new)
+    # raw text between tags is text too; a Jinja comment is not
+    raw = "<|im_start|>system\nI am TinyLM.<|im_end|>\n{# TinyLM's template #}{% for m in messages %}{{ m.content }}"
+    swapped = rewrite_template(raw + "{% endfor %}", identity_swap("TinyLM", "Deep TinyLM"))
+    assert swapped == raw.replace("I am TinyLM", "I am Deep TinyLM") + "{% endfor %}"
     unrelated = AUTHOR_TEMPLATE.replace("TinyLM", "Bob")
     assert rewrite_template(unrelated, identity_swap("TinyLM", "Deep TinyLM")) == unrelated
 
