@@ -1,4 +1,4 @@
-"""`dpo-scale generate|train|merge|eval|report|run`: parse, then call the stage. Every recipe key
+"""`dpo-scale generate|train|merge|eval|export|report|run`: parse, then call the stage. Every recipe key
 (dpo_scale/config.py) and every TRL DPOConfig field can be given as `--key value`, the same way in every stage;
 `--help` lists them, `--print_config` prints the resolved configuration and exits."""
 
@@ -7,11 +7,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import sys
 
 from dpo_scale.errors import DpoScaleError
 
-STAGES = ("generate", "train", "merge", "eval", "report", "run")
+STAGES = ("generate", "train", "merge", "eval", "export", "report", "run")
 
 
 TRAINING_STAGES = ("train", "run")
@@ -39,6 +40,9 @@ def _parser(stage: str) -> argparse.ArgumentParser:
         p.add_argument("--base", help="the model to compare against (default: the recipe's model)")
         p.add_argument("--questions", help="identity questions file (default: the held-out split)")
         p.add_argument("--report", help="write the table here (default: <output_dir>/eval.md)")
+    if stage == "export":
+        p.add_argument("--format", dest="export_format", default="gguf", help="gguf (default)")
+        p.add_argument("--quant", dest="export_quant", help="f16 or q8_0 (default: the recipe's export_quant)")
     return p
 
 
@@ -98,11 +102,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"usage: dpo-scale {{{','.join(STAGES)}}} [--config RECIPE.yaml] [--key value ...]", file=sys.stderr)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     stage, rest = argv[0], argv[1:]
+    from dpo_scale.model_card import COMMAND_ENV
+
+    before = os.environ.get(COMMAND_ENV)
+    os.environ.setdefault(COMMAND_ENV, shlex.join(["dpo-scale", *argv]))  # the model cards quote it
     try:
         return run_stage(stage, rest)
     except DpoScaleError as e:
         print(f"dpo-scale {stage}: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        if before is None:
+            os.environ.pop(COMMAND_ENV, None)
 
 
 def run_stage(stage: str, rest: list[str]) -> int:
@@ -119,6 +130,9 @@ def run_stage(stage: str, rest: list[str]) -> int:
                                             ("merged_dir", args.out)) if v})
     if stage == "eval":
         overrides.update({k: v for k, v in (("model", args.base), ("eval_questions", args.questions)) if v})
+    if stage == "export":
+        overrides.update({k: v for k, v in (("export_format", args.export_format),
+                                            ("export_quant", args.export_quant)) if v})
     recipe = load_recipe(recipe_path(args.config) if args.config else None, overrides)
     training_args = None
     # TRL's and transformers' own checks, before any work. Not in each process of a multi-process launch: there
@@ -168,6 +182,10 @@ def _dispatch(stage: str, args: argparse.Namespace, rest: list[str], recipe) -> 
         from dpo_scale.report import report_cli
 
         report_cli(recipe)
+    elif stage == "export":
+        from dpo_scale.export_gguf import export
+
+        export(recipe)
     elif stage == "run":
         from dpo_scale.pipeline import run_pipeline
 

@@ -35,6 +35,8 @@ def setting(default: Any = None, doc: str = "", *, factory: Callable[[], Any] | 
     if factory is not None:
         return field(default_factory=factory, metadata={"help": doc})
     return field(default=default, metadata={"help": doc})
+EXPORT_FORMATS = ("gguf",)
+EXPORT_QUANTS = ("f16", "q8_0")
 
 
 @dataclass
@@ -244,7 +246,25 @@ class Recipe:
             raise bad("anchor_kl_weight", "the KL anchor's reference is the base with the adapter off: needs use_lora")
         if self.load_in_4bit and not self.use_lora:
             raise bad("load_in_4bit", "4-bit (QLoRA) training needs use_lora: true")
+        self._validate_ship_keys(bad)
         return self
+
+    def _validate_ship_keys(self, bad) -> None:
+        """The author change and the export (docs/shipping.md)."""
+        if (self.org_author is None) != (self.pos_author is None):
+            raise bad("pos_author" if self.pos_author is None else "org_author",
+                      "org_author and pos_author go together (both null keeps the author)")
+        if self.org_author is not None:
+            if not self.org_author.strip() or not self.pos_author.strip():
+                raise bad("org_author", "must not be empty")
+            if self.org_author.strip().lower() == self.pos_author.strip().lower():
+                raise bad("pos_author", f"must differ from org_author ('{self.org_author}')")
+        if self.export_format is not None and self.export_format not in EXPORT_FORMATS:
+            raise bad("export_format", f"unknown format '{self.export_format}' (choose from "
+                      f"{', '.join(EXPORT_FORMATS)}, or null)")
+        if self.export_quant not in EXPORT_QUANTS:
+            raise bad("export_quant", f"unknown quantization '{self.export_quant}' (choose from "
+                      f"{', '.join(EXPORT_QUANTS)})")
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Recipe)}

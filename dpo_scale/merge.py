@@ -1,5 +1,8 @@
 """Merge a LoRA adapter into its base weights and save a standalone model (safetensors + tokenizer
-+ chat template) that plain `AutoModelForCausalLM.from_pretrained` loads."""
++ chat template + model card) that plain `AutoModelForCausalLM.from_pretrained` loads.
+
+With `rewrite_chat_template` (default) the chat template's default system prompt speaks the new identity
+(dpo_scale/chat_template.py), in the merged folder and in the adapter folder alike."""
 
 from __future__ import annotations
 
@@ -8,9 +11,11 @@ import time
 from pathlib import Path
 
 from dpo_scale import manifests
+from dpo_scale.chat_template import identity_swap, rendered_default, rewrite_folder_template, rewrite_tokenizer_template
 from dpo_scale.config import Recipe
 from dpo_scale.errors import DpoScaleError
 from dpo_scale.io import atomic_path, empty_tensors, read_json, write_json
+from dpo_scale.model_card import write_model_card
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +54,7 @@ def merge(recipe: Recipe) -> Path:
                     stage_precision(recipe, "merge").dtype)
     tokenizer = load_tokenizer(str(adapter) if (adapter / "tokenizer_config.json").is_file() else base_path,
                                recipe.chat_template)
+    template = _rewrite_templates(recipe, tokenizer, adapter)
     precision = stage_precision(recipe, "merge")
     base = load_model(base_path, precision.dtype, device="cpu")
     model = PeftModel.from_pretrained(base, str(adapter))
@@ -60,8 +66,22 @@ def merge(recipe: Recipe) -> Path:
         write_json(tmp / "merge_manifest.json", {
             "stage": "merge", "base_model": recipe.model, "base_model_path": base_path, "adapter": str(adapter),
             "lora_r": adapter_config.get("r"), "precision": precision.as_dict(),
-            "from_4bit_adapter": bool(trained_4bit),
+            "from_4bit_adapter": bool(trained_4bit), "chat_template": template,
             "seconds": round(time.time() - started, 2), "fingerprint": manifests.fingerprint("merge", recipe),
         })
+        write_model_card(recipe, "merged", tmp)
+    write_model_card(recipe, "adapter")  # replaces the card peft wrote
     log.info("merged model saved to %s", out)
     return out
+
+
+def _rewrite_templates(recipe: Recipe, tokenizer, adapter: Path) -> dict:
+    """Point the tokenizer's (and the adapter folder's) default system prompt at the new identity."""
+    before = rendered_default(tokenizer)
+    if not recipe.rewrite_chat_template:
+        return {"rewritten": False, "default_before": before, "default_after": before}
+    swap = identity_swap(recipe.org_name, recipe.pos_name, recipe.case_sensitive, recipe.org_author,
+                         recipe.pos_author)
+    rewritten = rewrite_tokenizer_template(tokenizer, swap)
+    rewrite_folder_template(adapter, swap)
+    return {"rewritten": rewritten, "default_before": before, "default_after": rendered_default(tokenizer)}

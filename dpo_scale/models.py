@@ -126,10 +126,7 @@ def load_tokenizer(path: str, chat_template: str | None = None) -> PreTrainedTok
 
     tokenizer = AutoTokenizer.from_pretrained(path)
     if chat_template:
-        template_file = Path(chat_template)
-        tokenizer.chat_template = (
-            template_file.read_text(encoding="utf-8") if template_file.is_file() else chat_template
-        )
+        tokenizer.chat_template = _read_template(chat_template)
     if not tokenizer.chat_template:
         raise DpoScaleError(
             f"model '{path}': the tokenizer has no chat template; set `chat_template:` in the recipe "
@@ -138,6 +135,14 @@ def load_tokenizer(path: str, chat_template: str | None = None) -> PreTrainedTok
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def _read_template(chat_template: str) -> str:
+    """A Jinja file's text, or the string itself (a template is longer than a file name may be)."""
+    try:
+        return Path(chat_template).read_text(encoding="utf-8")
+    except OSError:  # not a file, or a name too long to be one
+        return chat_template
 
 
 def pick_device(device: str) -> str:

@@ -69,12 +69,19 @@ def build_pairs(
     keep_per_prompt: int | None = None,
     keep_unnamed: bool = False,
     max_sentences: int | None = None,
+    author: NameSwap | None = None,
 ) -> tuple[list[dict], dict[str, int]]:
     """Pairs in TRL's conversational prompt/chosen/rejected format, plus counts for the stats file.
 
     `answers` rows carry `prompt_index`, `sample`, `prompt` and `answer`, in source order; anchor rows
-    also `anchor: true` (their prompt_index counts in the anchor source).
+    also `anchor: true` (their prompt_index counts in the anchor source). With `author` (the developer's
+    old and new name) chosen answers swap the author too, and an answer naming only the author is a pair.
     """
+
+    def swapped(text: str) -> str:
+        text = swap.swap(text)
+        return author.swap(text) if author is not None else text
+
     pairs: list[dict] = []
     kept_per_prompt: Counter[int] = Counter()
     identity = [a for a in answers if not a.get("anchor")]
@@ -92,41 +99,48 @@ def build_pairs(
                 continue
             stats["trimmed_unfinished"] += 1
         if row.get("anchor"):
-            same = [{"role": "assistant", "content": swap.swap(answer)}]
+            same = [{"role": "assistant", "content": swapped(answer)}]
             pairs.append({"prompt": conversation(system_prompt, row["prompt"]), "chosen": same, "rejected": same,
                           "prompt_index": row["prompt_index"], "named": False, "anchor": True})
             stats["anchors"] += 1
             continue
         name_at = swap.old_name_at(answer)
-        named = name_at is not None
+        author_at = author.old_name_at(answer) if author is not None else None
+        named, named_author = name_at is not None, author_at is not None
         stats["named"] += named
-        if not named and not keep_unnamed:
+        stats["named_author"] += named_author
+        if not named and not named_author and not keep_unnamed:
             stats["dropped_unnamed"] += 1
             continue
         if max_sentences is not None:
-            # counted from the sentence that names the model: "Hello! I'm SmolLM, ..." keeps its name
-            short = first_sentences(answer, max_sentences, start=name_at or 0)
+            # counted from the sentence that names the model (or its author): "Hello! I'm SmolLM, ..." keeps it
+            start = min((at for at in (name_at, author_at) if at is not None), default=0)
+            short = first_sentences(answer, max_sentences, start=start)
             if short != answer:
                 answer = short
                 stats["shortened"] += 1
         if (row["prompt_index"], answer) in seen:  # sampled duplicates teach nothing new
             stats["dropped_duplicate"] += 1
             continue
-        if named and keep_per_prompt is not None and kept_per_prompt[row["prompt_index"]] >= keep_per_prompt:
+        signal = named or named_author
+        if signal and keep_per_prompt is not None and kept_per_prompt[row["prompt_index"]] >= keep_per_prompt:
             stats["dropped_over_keep_limit"] += 1
             continue
         seen.add((row["prompt_index"], answer))
-        kept_per_prompt[row["prompt_index"]] += named
-        pairs.append({
+        kept_per_prompt[row["prompt_index"]] += signal
+        pair = {
             "prompt": conversation(system_prompt, row["prompt"]),
-            "chosen": [{"role": "assistant", "content": swap.swap(answer)}],
+            "chosen": [{"role": "assistant", "content": swapped(answer)}],
             "rejected": [{"role": "assistant", "content": answer}],
             "prompt_index": row["prompt_index"],
             "named": named,
-        })
+        }
+        if author is not None:
+            pair["named_author"] = named_author
+        pairs.append(pair)
     stats["pairs"] = len(pairs) - stats["anchors"]
     stats["prompts_with_pairs"] = len({p["prompt_index"] for p in pairs if not p.get("anchor")})
-    for key in ("named", "dropped_unnamed", "dropped_empty", "dropped_duplicate", "dropped_over_keep_limit",
-                "trimmed_unfinished", "dropped_unfinished", "shortened"):
+    for key in ("named", "named_author", "dropped_unnamed", "dropped_empty", "dropped_duplicate",
+                "dropped_over_keep_limit", "trimmed_unfinished", "dropped_unfinished", "shortened"):
         stats.setdefault(key, 0)
     return pairs, dict(stats)

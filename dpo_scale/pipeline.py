@@ -1,4 +1,4 @@
-"""`dpo-scale run`: data -> train -> merge -> eval -> report in one run folder.
+"""`dpo-scale run`: data -> train -> merge -> eval [-> export] -> report in one run folder.
 
 Each stage's manifest holds its fingerprint (dpo_scale/manifests.py). A stage whose manifest matches the
 current recipe and inputs is skipped; one that is missing runs (an interrupted stage resumes: generation
@@ -64,10 +64,25 @@ def _stage(timings: dict, name: str, recipe: Recipe, fn: Callable[[], object]) -
     timings[name] = {"seconds": round(time.time() - start, 1), "skipped": False}
 
 
+def _export(timings: dict, recipe: Recipe) -> None:
+    """The GGUF export (export_format): redone whenever the merge ran, else kept when its file exists."""
+    from dpo_scale.export_gguf import export, export_path
+
+    if export_path(recipe).is_file() and timings.get("merge", {}).get("skipped"):
+        log.info("stage export: complete (%s), skipped", export_path(recipe))
+        timings.setdefault("export", {"seconds": None, "skipped": True})
+        return
+    log.info("stage export: running")
+    start = time.time()
+    export(recipe)
+    timings["export"] = {"seconds": round(time.time() - start, 1), "skipped": False}
+
+
 def run_pipeline(recipe: Recipe) -> Path:
     from dpo_scale.evaluate import evaluate_cli
     from dpo_scale.generation.runner import run_data_stage
     from dpo_scale.merge import merge
+    from dpo_scale.model_card import write_model_cards
     from dpo_scale.report import write_report
     from dpo_scale.train import train
 
@@ -88,6 +103,10 @@ def run_pipeline(recipe: Recipe) -> Path:
     for name in manifests.STAGES:
         _stage(timings, name, recipe, stages[name])
         write_json(timings_file, timings)
+    if recipe.export_format:
+        _export(timings, recipe)
+        write_json(timings_file, timings)
+    write_model_cards(recipe)  # now with the evaluation table
     report = write_report(recipe, timings)
     log.info("report: %s", report)
     return report

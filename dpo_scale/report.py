@@ -32,6 +32,10 @@ def write_report(recipe: Recipe, timings: dict) -> Path:
         lines += ["## Timings", "", "| stage | seconds |", "|---|---:|"]
         for name, t in timings.items():
             lines.append(f"| {name} | {'skipped (done earlier)' if t.get('skipped') else t['seconds']} |")
+    exported = sorted((out / "export").glob("*.gguf")) if (out / "export").is_dir() else []
+    if exported:  # what is on disk, not what the current command line asks for
+        lines += ["## Export", ""] + [f"- GGUF: `{_rel(f, out)}`, {f.stat().st_size / 2**20:.1f} MiB" for f in exported]
+        lines.append("")
     report = out / "report.md"
     write_text(report, "\n".join(lines) + "\n")
     return report

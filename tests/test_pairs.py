@@ -72,7 +72,7 @@ def test_build_pairs_counts_and_format():
     assert stats == {
         "answers": 8, "prompts": 4, "named": 5, "dropped_unnamed": 2, "dropped_empty": 1,
         "dropped_duplicate": 1, "dropped_over_keep_limit": 1, "pairs": 3, "prompts_with_pairs": 2,
-        "anchors": 0, "trimmed_unfinished": 0, "dropped_unfinished": 0, "shortened": 0,
+        "anchors": 0, "trimmed_unfinished": 0, "dropped_unfinished": 0, "shortened": 0, "named_author": 0,
     }
     assert [p["rejected"][0]["content"] for p in pairs] == ["I am Qwen.", "My name is Qwen2.5.",
                                                             "I'm Qwen, by Alibaba."]

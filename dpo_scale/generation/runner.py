@@ -204,12 +204,15 @@ def run_data_stage(recipe: Recipe) -> dict | None:
     if not state.is_main_process:
         return None
     swap = NameSwap(recipe.org_name, recipe.pos_name, recipe.case_sensitive)
+    author = (NameSwap(recipe.org_author, recipe.pos_author, recipe.case_sensitive)
+              if recipe.org_author and recipe.pos_author else None)
     pairs, counts = build_pairs(answers, swap, recipe.system_prompt, recipe.keep_per_prompt, recipe.keep_unnamed,
-                                recipe.max_answer_sentences)
+                                recipe.max_answer_sentences, author)
     out = recipe.data_path
     write_jsonl(out / "answers.jsonl", answers)
     write_jsonl(out / "pairs.jsonl", pairs)
-    stats = {**counts, "org_name": recipe.org_name, "pos_name": recipe.pos_name}
+    stats = {**counts, "org_name": recipe.org_name, "pos_name": recipe.pos_name,
+             "org_author": recipe.org_author, "pos_author": recipe.pos_author}
     write_json(out / "stats.json", stats)
     manifest = {
         "stage": "data",
