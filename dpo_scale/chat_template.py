@@ -61,7 +61,7 @@ def _swap_literal(literal: str, swap: IdentitySwap) -> str:
     for one in (swap.name, swap.author):
         if one is not None:
             new = escaped(one.pos_name)
-            body = one.pattern.sub(lambda m, new=new: new if m.group("org") else m.group(0), body)
+            body = one.pattern.sub(lambda m, new=new: new if m.group("old") else m.group(0), body)
     return quote + body + quote
 
 

@@ -326,7 +326,7 @@ def test_gguf_export_refuses_what_it_cannot_write(shipped, tmp_path):
 
 
 def test_cli_export_and_run_with_export_stage(shipped, tmp_path, monkeypatch):
-    from dpo_scale import evaluate, report
+    from dpo_scale import evaluate, manifests, report
     from dpo_scale.cli import main
     from dpo_scale.pipeline import run_pipeline
 
@@ -339,15 +339,17 @@ def test_cli_export_and_run_with_export_stage(shipped, tmp_path, monkeypatch):
 
     # `dpo-scale run --export_format gguf` on a run whose other stages are done: the export runs, the cards are
     # refreshed with the evaluation, report.md names the file
-    (run / "data").mkdir(exist_ok=True)
-    (run / "data" / "manifest.json").write_text("{}")
-    (run / "adapter" / "train_manifest.json").write_text(json.dumps({"pairs": 0, "global_step": 0, "processes": 1}))
-    (run / "eval.json").write_text(json.dumps({"identity": {}}))
-    for module in (evaluate, report):  # the eval table's own format is tested with the eval stage
-        monkeypatch.setattr(module, "eval_markdown", lambda result, org, pos: "| the eval table |\n")
     recipe = Recipe(**{**shipped.to_dict(), "output_dir": str(run), "export_format": "gguf"})
+    (run / "data").mkdir(exist_ok=True)
+    # finished stages, as their manifests say (fingerprints of this recipe: `run` skips them)
+    (run / "data" / "manifest.json").write_text(json.dumps({"fingerprint": manifests.fingerprint("data", recipe)}))
+    (run / "adapter" / "train_manifest.json").write_text(json.dumps(
+        {"pairs": 0, "global_step": 0, "processes": 1, "fingerprint": manifests.fingerprint("train", recipe)}))
+    (run / "eval.json").write_text(json.dumps({"identity": {}, "fingerprint": manifests.fingerprint("eval", recipe)}))
+    for module in (evaluate, report):  # the eval table's own format is tested with the eval stage
+        monkeypatch.setattr(module, "eval_markdown", lambda *args: "| the eval table |\n")
     text = run_pipeline(recipe).read_text()
-    assert "## Export\n\nGGUF (f16): `export/deep-tinylm-f16.gguf`" in text
+    assert "## Export\n\n- GGUF: `export/deep-tinylm-f16.gguf`" in text
     assert json.loads((run / "timings.json").read_text())["export"]["skipped"] is False
     for card in (run / "merged" / "README.md", run / "adapter" / "README.md"):
         assert "| the eval table |" in card.read_text()
