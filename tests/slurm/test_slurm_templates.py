@@ -291,16 +291,21 @@ def test_preempted_training_requeues_and_resumes(slurm, tiny_model, tmp_path):
 
 # ---- on two nodes (network namespaces) ----------------------------------------------------------
 
-def test_train_multi_node_on_two_nodes(slurm_two_nodes, tiny_model, tmp_path):
-    """train_multi_node.sbatch across two slurmd in separate network namespaces, 1 process per node."""
-    cluster = slurm_two_nodes
+def two_step_recipe(tmp_path: Path, tiny_model: str) -> Path:
+    """16 toy pairs and a recipe that trains the tiny model 2 steps on them; a logs/ folder for the job."""
     data = tmp_path / "data"
     write_jsonl(data / "pairs.jsonl", toy_pairs(16))
-    recipe = write_recipe(
+    (tmp_path / "logs").mkdir()
+    return write_recipe(
         tmp_path / "recipe.yaml", model=tiny_model, output_dir=str(tmp_path / "run"), data_dir=str(data),
         max_steps=2, save_steps=2, per_device_train_batch_size=2, gradient_accumulation_steps=1,
     )
-    (tmp_path / "logs").mkdir()
+
+
+def test_train_multi_node_on_two_nodes(slurm_two_nodes, tiny_model, tmp_path):
+    """train_multi_node.sbatch across two slurmd in separate network namespaces, 1 process per node."""
+    cluster = slurm_two_nodes
+    recipe = two_step_recipe(tmp_path, tiny_model)
     # gloo must use the link between the namespaces (this machine's hostname resolves to 127.0.0.1)
     env = job_env(RECIPE=str(recipe), PROFILE="ddp", GLOO_SOCKET_IFNAME="dpo0")
     job_id = cluster.sbatch(SLURM_DIR / "train_multi_node.sbatch",
@@ -321,13 +326,7 @@ def test_cpu_only_cluster(slurm_cpu_only, tiny_model, tmp_path):
     """A cluster configured without GPUs: the templates as shipped are refused at submission; pipeline.sh says
     what to pass; with --gpus-per-node=0 the multi-node dry run (--nodes=1) and a 2-process ddp training run."""
     cluster = slurm_cpu_only
-    data = tmp_path / "data"
-    write_jsonl(data / "pairs.jsonl", toy_pairs(16))
-    recipe = write_recipe(
-        tmp_path / "recipe.yaml", model=tiny_model, output_dir=str(tmp_path / "run"), data_dir=str(data),
-        max_steps=2, save_steps=2, per_device_train_batch_size=2, gradient_accumulation_steps=1,
-    )
-    (tmp_path / "logs").mkdir()
+    recipe = two_step_recipe(tmp_path, tiny_model)
     env = job_env(RECIPE=str(recipe), PROFILE="ddp")
     script = SLURM_DIR / "train_single_node.sbatch"
     refused = cluster.run(["sbatch", "--parsable", "--cpus-per-task=2", str(script)], check=False, env=env,
