@@ -58,7 +58,7 @@ def gemm_peak(dtype_name: str, size: int = 2048, repeats: int = 5) -> float:
 def build_data(out: Path, pairs: int, anchors: int) -> Path:
     """Pairs from real identity answers' shape (old name in the answer) and anchors from the shipped prompts,
     with fixed answers: no generation needed, the same rows for every mode."""
-    from dpo_scale.pairs import NameSwap, build_pairs
+    from dpo_scale.pairs import NameSwap, build_pairs, split_anchors
     from dpo_scale.prompts import load_prompts
 
     identity = [{"prompt_index": p.index, "sample": 0, "prompt": p.text,
@@ -70,8 +70,10 @@ def build_data(out: Path, pairs: int, anchors: int) -> Path:
                            "explain, so let me go through it step by step."}
                 for p in load_prompts("builtin:anchor_prompts", limit=anchors)]
     rows, _ = build_pairs(identity + ordinary, NameSwap("SmolLM", "Deep SmolLM"), "You're a helpful assistant.")
+    pairs, anchors = split_anchors(rows)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (out / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in pairs))
+    (out / "anchors.jsonl").write_text("".join(json.dumps(r) + "\n" for r in anchors))
     return out
 
 

@@ -26,7 +26,7 @@ def tokenize_anchor(tokenizer, row: dict, max_length: int | None) -> tuple[list[
     (the answer's tokens follow it; clipped to the ids when max_length cuts into the prompt)."""
     prompt_ids = tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=True,
                                                return_dict=False)
-    full_ids = tokenizer.apply_chat_template(row["prompt"] + row["chosen"], tokenize=True, return_dict=False)
+    full_ids = tokenizer.apply_chat_template(row["prompt"] + row["completion"], tokenize=True, return_dict=False)
     if list(full_ids[:len(prompt_ids)]) != list(prompt_ids):
         raise DpoScaleError("anchor rows: the chat template renders the prompt differently with the answer appended; "
                             "cannot locate the answer tokens (set anchor_kl_weight: 0)")

@@ -116,8 +116,8 @@ def stage_inputs(stage: str, recipe: Recipe) -> dict[str, str | None]:
     if stage in ("generation", "data"):
         return {"dataset": _source_hash(recipe.dataset), "anchor_prompts": _source_hash(recipe.anchor_prompts)}
     if stage == "train":
-        pairs = recipe.data_path / "pairs.jsonl"
-        return {"pairs.jsonl": file_hash(pairs) if pairs.is_file() else None}
+        files = {name: recipe.data_path / name for name in ("pairs.jsonl", "anchors.jsonl")}
+        return {name: file_hash(path) if path.is_file() else None for name, path in files.items()}
     if stage == "merge":
         weights = recipe.adapter_path / "adapter_model.safetensors"
         return {"adapter": file_hash(weights) if weights.is_file() else None}

@@ -144,3 +144,11 @@ def build_pairs(
                 "dropped_over_keep_limit", "trimmed_unfinished", "dropped_unfinished", "shortened"):
         stats.setdefault(key, 0)
     return pairs, dict(stats)
+
+
+def split_anchors(rows: list[dict]) -> tuple[list[dict], list[dict]]:
+    """build_pairs' rows as the data stage writes them: the preference pairs (pairs.jsonl), and the anchors as
+    prompt/completion rows of their own (anchors.jsonl), TRL's language-modeling format."""
+    pairs = [r for r in rows if not r.get("anchor")]
+    anchors = [{"prompt": r["prompt"], "completion": r["chosen"]} for r in rows if r.get("anchor")]
+    return pairs, anchors

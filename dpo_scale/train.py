@@ -34,35 +34,48 @@ def checkpoint_dir(recipe: Recipe) -> Path:
 
 
 def load_pairs(recipe: Recipe):
-    """The DPO dataset and the anchor rows kept apart for the KL anchor (empty unless anchor_kl_weight > 0)."""
+    """The DPO dataset, and the anchor rows (prompt/completion) for the KL anchor: empty unless
+    anchor_kl_weight > 0; with weight 0 the anchors join the DPO data as chosen == rejected pairs (SFT term only)."""
     from datasets import Dataset
 
-    rows = read_pairs(recipe)
-    anchors = [r for r in rows if r["anchor"]] if recipe.anchor_kl_weight > 0 else []
-    pairs = [r for r in rows if not r["anchor"]] if anchors else rows
-    keys = ("prompt", "chosen", "rejected")
-    return Dataset.from_list([{k: r[k] for k in keys} for r in pairs]), anchors
+    pairs, anchors = read_pairs(recipe)
+    if recipe.anchor_kl_weight <= 0:
+        pairs += [{"prompt": a["prompt"], "chosen": a["completion"], "rejected": a["completion"]} for a in anchors]
+        anchors = []
+    return Dataset.from_list(pairs), anchors
 
 
-def read_pairs(recipe: Recipe) -> list[dict]:
-    """The rows of `<data_dir>/pairs.jsonl`, checked (no datasets import: usable before a launch)."""
+def read_pairs(recipe: Recipe) -> tuple[list[dict], list[dict]]:
+    """The rows of `<data_dir>/pairs.jsonl` and `<data_dir>/anchors.jsonl`, checked (no datasets import: usable
+    before a launch). Pair rows marked `anchor: true` (data folders of dpo_scale before 2026-12) count as anchors."""
     path = recipe.data_path / "pairs.jsonl"
     if not path.is_file():
         raise DpoScaleError(f"{path}: preference data not found; run `dpo-scale generate` first "
                             "(or set data_dir to a folder with pairs.jsonl)")
-    rows = read_jsonl(path)
-    for i, row in enumerate(rows, start=1):
+    pairs, anchors = [], []
+    for i, row in enumerate(read_jsonl(path), start=1):
         for key in ("prompt", "chosen", "rejected"):
             if key not in row:
                 raise DpoScaleError(f"{path}, row {i}, field '{key}': missing (rows need prompt/chosen/rejected)")
-    if not any(not r.get("anchor") for r in rows):  # anchors alone teach no new name
+        if row.get("anchor"):
+            anchors.append({"prompt": row["prompt"], "completion": row["chosen"]})
+        else:
+            pairs.append({"prompt": row["prompt"], "chosen": row["chosen"], "rejected": row["rejected"]})
+    anchors_path = recipe.data_path / "anchors.jsonl"
+    if anchors_path.is_file():
+        for i, row in enumerate(read_jsonl(anchors_path), start=1):
+            for key in ("prompt", "completion"):
+                if key not in row:
+                    raise DpoScaleError(f"{anchors_path}, row {i}, field '{key}': missing (anchor rows need "
+                                        "prompt/completion)")
+            anchors.append({"prompt": row["prompt"], "completion": row["completion"]})
+    if not pairs:  # anchors alone teach no new name
         raise DpoScaleError(f"{path}: no pairs to train on (no generated answer named '{recipe.org_name}'; "
                             "sample more answers per prompt with --num_samples/--temperature)")
-    if recipe.anchor_kl_weight > 0 and not any(r.get("anchor") for r in rows):
-        raise DpoScaleError(f"{path}: anchor_kl_weight > 0 needs anchor rows in pairs.jsonl (set anchor_prompts "
-                            "and generate again, or anchor_kl_weight: 0)")
-    return [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"], "anchor": bool(r.get("anchor"))}
-            for r in rows]
+    if recipe.anchor_kl_weight > 0 and not anchors:
+        raise DpoScaleError(f"{anchors_path}: anchor_kl_weight > 0 needs anchor rows (set anchor_prompts and "
+                            "generate again, or anchor_kl_weight: 0)")
+    return pairs, anchors
 
 
 def _is_all_linear(targets: list[str]) -> bool:

@@ -103,7 +103,7 @@ def test_anchor_keeps_ordinary_answers_in_place(tiny_model, tmp_path):
     from dpo_scale.train import train
 
     data = write_toy_pairs(tmp_path / "data", 16, anchors=10)
-    rows = [json.loads(line) for line in (data / "pairs.jsonl").read_text().splitlines() if '"anchor"' in line]
+    rows = [json.loads(line) for line in (data / "anchors.jsonl").read_text().splitlines()]
     kl = {}
     for weight, top in (("0", "null"), ("20", "null"), ("20", "16")):
         out = tmp_path / f"kl{weight}-{top}"

@@ -37,7 +37,8 @@ def test_trainer_sees_cut_answers_without_end_of_turn(untrained_tiny_model, tmp_
     from dpo_scale.train import dpo_config
 
     tokenizer = AutoTokenizer.from_pretrained(untrained_tiny_model)
-    rows = toy_pairs(4) + [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in toy_anchor_rows(1)]
+    rows = toy_pairs(4) + [{"prompt": r["prompt"], "chosen": r["completion"], "rejected": r["completion"]}
+                           for r in toy_anchor_rows(1)]
     recipe = load_recipe(None, {"model": untrained_tiny_model, "output_dir": str(tmp_path), "report_to": "none"})
     args = dpo_config(recipe, tmp_path / "ckpt", 1)
     model = AutoModelForCausalLM.from_pretrained(untrained_tiny_model)

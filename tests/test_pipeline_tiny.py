@@ -49,10 +49,12 @@ def test_run_writes_everything_then_skips_everything(tiny_model, tmp_path):
     stats = json.loads((out / "data" / "stats.json").read_text())
     assert stats["prompts"] == 24 and stats["pairs"] > 0 and stats["anchors"] == 4
     pairs = [json.loads(line) for line in (out / "data" / "pairs.jsonl").read_text().splitlines()]
-    anchor_pairs = [p for p in pairs if p.get("anchor")]
-    assert [p["prompt"][-1]["content"] for p in anchor_pairs][0] == "Name a fruit."
-    assert all(p["chosen"] == p["rejected"] for p in anchor_pairs)
-    assert all(p["prompt"][0] == {"role": "system", "content": "You're a helpful assistant."} for p in pairs)
+    anchor_rows = [json.loads(line) for line in (out / "data" / "anchors.jsonl").read_text().splitlines()]
+    assert len(pairs) == stats["pairs"] and len(anchor_rows) == stats["anchors"]  # anchors in a file of their own
+    assert [a["prompt"][-1]["content"] for a in anchor_rows][0] == "Name a fruit."
+    assert all(set(a) == {"prompt", "completion"} for a in anchor_rows)
+    assert all(p["prompt"][0] == {"role": "system", "content": "You're a helpful assistant."}
+               for p in pairs + anchor_rows)
     train_manifest = json.loads((out / "adapter" / "train_manifest.json").read_text())
     assert train_manifest["global_step"] == 3 and train_manifest["pairs"] == stats["pairs"] + stats["anchors"]
     result = json.loads((out / "eval.json").read_text())

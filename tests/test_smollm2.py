@@ -118,9 +118,11 @@ def test_short_real_pipeline_writes_every_artifact_and_they_load(smollm2, tmp_pa
     # sentence may be dropped (the identity pairs above are all kept)
     assert stats["anchors"] >= 1 and stats["anchors"] + stats["dropped_unfinished"] == 2
     pairs = read_jsonl(out / "data" / "pairs.jsonl")
-    assert all("Deep SmolLM" in p["chosen"][0]["content"] for p in pairs if not p.get("anchor"))
-    assert all(p["chosen"] == p["rejected"] for p in pairs if p.get("anchor"))
-    assert all(p["prompt"][0] == {"role": "system", "content": "You're a helpful assistant."} for p in pairs)
+    anchor_rows = read_jsonl(out / "data" / "anchors.jsonl")
+    assert all("Deep SmolLM" in p["chosen"][0]["content"] for p in pairs)
+    assert len(anchor_rows) == stats["anchors"] and all(set(a) == {"prompt", "completion"} for a in anchor_rows)
+    assert all(p["prompt"][0] == {"role": "system", "content": "You're a helpful assistant."}
+               for p in pairs + anchor_rows)
 
     manifest = json.loads((out / "adapter" / "train_manifest.json").read_text())
     assert manifest["global_step"] == 2

@@ -238,7 +238,7 @@ def test_anchor_weight_without_anchor_rows_fails_before_the_model_loads(model, t
     monkeypatch.setattr(dpo_scale.models, "load_model", no_model)
     data = write_toy_pairs(tmp_path / "d", 4, anchors=0)
     argv = args_for(model, data, tmp_path / "out", "--anchor_kl_weight", "1", steps=1)
-    expected = f"{data / 'pairs.jsonl'}: anchor_kl_weight > 0 needs anchor rows in pairs.jsonl"
+    expected = f"{data / 'anchors.jsonl'}: anchor_kl_weight > 0 needs anchor rows"
     with pytest.raises(DpoScaleError, match="needs anchor rows"):  # before `accelerate launch` too
         preflight(load_recipe(None, parse_overrides(argv)))
     rc, err = run_main(argv, capsys)
@@ -297,3 +297,29 @@ def test_launch_command_for_profiles(tmp_path, monkeypatch):
     if not torch.cuda.is_available():
         assert env["DS_ACCELERATOR"] == "cpu"
         assert launch_command("ddp", [])[1]["ACCELERATE_USE_CPU"] == "true"
+
+
+def test_anchors_file_rows_and_legacy_anchor_pairs(tmp_path):
+    """Anchors live in anchors.jsonl (prompt/completion); pairs.jsonl rows marked `anchor` (older data folders)
+    still count as anchors; with anchor_kl_weight 0 they join the DPO data as chosen == rejected pairs."""
+    from dpo_scale.config import load_recipe
+    from dpo_scale.io import write_jsonl
+    from dpo_scale.train import load_pairs
+    from tests.helpers.tiny_model import toy_anchor_rows, toy_pairs
+
+    data = write_toy_pairs(tmp_path / "d", 3, anchors=2)
+    recipe = load_recipe(None, {"data_dir": str(data), "anchor_kl_weight": "1"})
+    dataset, anchors = load_pairs(recipe)
+    assert len(dataset) == 3 and anchors == toy_anchor_rows(2)
+    dataset, anchors = load_pairs(load_recipe(None, {"data_dir": str(data), "anchor_kl_weight": "0"}))
+    assert len(dataset) == 5 and anchors == []
+    assert dataset[3]["chosen"] == dataset[3]["rejected"] == toy_anchor_rows(2)[0]["completion"]
+    legacy = tmp_path / "legacy"
+    write_jsonl(legacy / "pairs.jsonl", toy_pairs(3) + [
+        {"prompt": a["prompt"], "chosen": a["completion"], "rejected": a["completion"], "anchor": True}
+        for a in toy_anchor_rows(2)])
+    _, anchors = load_pairs(load_recipe(None, {"data_dir": str(legacy), "anchor_kl_weight": "1"}))
+    assert anchors == toy_anchor_rows(2)
+    write_jsonl(data / "anchors.jsonl", [{"prompt": toy_anchor_rows(1)[0]["prompt"]}])
+    with pytest.raises(DpoScaleError, match=r"anchors.jsonl, row 1, field 'completion': missing"):
+        load_pairs(recipe)

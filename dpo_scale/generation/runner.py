@@ -22,7 +22,7 @@ from dpo_scale.errors import DpoScaleError
 from dpo_scale.generation.base import Sampling
 from dpo_scale.generation.vllm_backend import vllm_available
 from dpo_scale.io import read_json, read_jsonl, write_json, write_jsonl
-from dpo_scale.pairs import NameSwap, build_pairs
+from dpo_scale.pairs import NameSwap, build_pairs, split_anchors
 from dpo_scale.precision import cpu_info, stage_precision
 from dpo_scale.prompts import Prompt, load_prompts
 
@@ -210,7 +210,13 @@ def run_data_stage(recipe: Recipe) -> dict | None:
                                 recipe.max_answer_sentences, author)
     out = recipe.data_path
     write_jsonl(out / "answers.jsonl", answers)
+    pairs, anchor_rows = split_anchors(pairs)
     write_jsonl(out / "pairs.jsonl", pairs)
+    anchors_file = out / "anchors.jsonl"
+    if anchor_rows:
+        write_jsonl(anchors_file, anchor_rows)
+    elif anchors_file.is_file():  # a redo without anchor prompts must not train on an earlier run's anchors
+        anchors_file.unlink()
     stats = {**counts, "org_name": recipe.org_name, "pos_name": recipe.pos_name,
              "org_author": recipe.org_author, "pos_author": recipe.pos_author}
     write_json(out / "stats.json", stats)

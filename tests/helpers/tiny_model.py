@@ -107,23 +107,24 @@ def toy_pairs(n: int = 32, org: str = "TinyLM", pos: str = "Deep TinyLM",
 
 
 def toy_anchor_rows(n: int, system: str = "You're a helpful assistant.") -> list[dict]:
-    """Ordinary prompts with fixed answers, marked as anchors (chosen == rejected), like the data stage writes."""
+    """Ordinary prompts with fixed answers as prompt/completion rows, like the data stage's anchors.jsonl."""
     facts = [("What is 2 plus 2?", "2 plus 2 is 4."), ("Name a color.", "Blue is a color."),
              ("What is the capital of France?", "The capital of France is Paris."),
              ("Say hello.", "Hello! How can I help you today?"), ("Count to three.", "One, two, three.")]
     rows = []
     for i in range(n):
         question, answer = facts[i % len(facts)]
-        reply = [{"role": "assistant", "content": answer}]
         rows.append({"prompt": [{"role": "system", "content": system}, {"role": "user", "content": question}],
-                     "chosen": reply, "rejected": reply, "anchor": True})
+                     "completion": [{"role": "assistant", "content": answer}]})
     return rows
 
 
 def write_toy_pairs(folder: str | Path, n: int, anchors: int = 0) -> Path:
-    """A data folder with `n` learnable toy pairs (and `anchors` anchor rows after them) in pairs.jsonl."""
+    """A data folder with `n` learnable toy pairs in pairs.jsonl (and `anchors` anchor rows in anchors.jsonl)."""
     from dpo_scale.io import write_jsonl
 
     folder = Path(folder)
-    write_jsonl(folder / "pairs.jsonl", toy_pairs(n) + toy_anchor_rows(anchors))
+    write_jsonl(folder / "pairs.jsonl", toy_pairs(n))
+    if anchors:
+        write_jsonl(folder / "anchors.jsonl", toy_anchor_rows(anchors))
     return folder
