@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import torch
 from trl import DPOTrainer
-from trl.trainer.utils import use_adapter
 
 from dpo_scale.errors import DpoScaleError
 from dpo_scale.teacher_forcing import TeacherForcedBatch, TopK, kl_per_position, kl_top_k, pad_id, pad_right, top_k
@@ -53,6 +52,14 @@ class AnchoredDPOTrainer(DPOTrainer):
         rank, world = self.accelerator.process_index, self.accelerator.num_processes
         self._anchors = tokenized[rank::world] or tokenized
         self._anchor_calls: int | None = None
+        self._anchor_kl_logged: list[float] = []  # since the last log
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        """The mean anchor KL since the last training log goes out with it (Trainer.log is public API)."""
+        if self._anchor_kl_logged and "loss" in logs:
+            logs["anchor_kl"] = sum(self._anchor_kl_logged) / len(self._anchor_kl_logged)
+            self._anchor_kl_logged.clear()
+        super().log(logs, *args, **kwargs)
 
     def _next_anchor_picks(self) -> list[int]:
         if self._anchor_calls is None:  # start where a resumed run left off: same batches as an uninterrupted one
@@ -78,7 +85,7 @@ class AnchoredDPOTrainer(DPOTrainer):
         world = self.accelerator.num_processes
         per_rank = self._anchor_total if self._anchor_total < world else -(-self._anchor_total // world)
         cached: list[TopK | None] = [None] * n
-        with torch.no_grad(), use_adapter(self.accelerator.unwrap_model(self.model), adapter_name=None):
+        with torch.no_grad(), self.accelerator.unwrap_model(self.model).disable_adapter():
             for start in range(0, per_rank, size):
                 picked = [(start + i) % n for i in range(size)]
                 batch = pad_right([self._anchors[i] for i in picked], self._anchor_pad)
@@ -98,7 +105,7 @@ class AnchoredDPOTrainer(DPOTrainer):
             ref = TopK.cat([self._base_top_k[i] for i in picked])
             ref = TopK(ref.indices.to(device), ref.logp.to(device), ref.tail_logp.to(device))
             return kl_top_k(ref, self._answer_logits(model, batch)).mean()
-        with torch.no_grad(), use_adapter(self.accelerator.unwrap_model(self.model), adapter_name=None):
+        with torch.no_grad(), self.accelerator.unwrap_model(self.model).disable_adapter():  # peft: the base
             ref_logits = self._answer_logits(model, batch)
         return kl_per_position(ref_logits, self._answer_logits(model, batch)).mean()
 
@@ -107,7 +114,7 @@ class AnchoredDPOTrainer(DPOTrainer):
         if not self.model.training:
             return result
         kl = self.anchor_kl(model)
-        self._metrics["train"]["anchor_kl"].append(self.accelerator.gather_for_metrics(kl.detach()).mean().item())
+        self._anchor_kl_logged.append(self.accelerator.gather_for_metrics(kl.detach()).mean().item())
         if return_outputs:
             loss, outputs = result
             return loss + self.anchor_kl_weight * kl, outputs

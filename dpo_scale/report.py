@@ -19,8 +19,11 @@ def write_report(recipe: Recipe, timings: dict) -> Path:
     train = manifests.read_manifest("train", recipe)
     result = manifests.read_manifest("eval", recipe)
     first = next((m for m in (data, train, result) if m is not None), None)
-    org, pos, model = (manifests.recorded(first, k, "?") for k in ("org_name", "pos_name", "model"))
-    lines = [f"# dpo_scale run: {org} → {pos}", "", f"Base model: `{model}`; run folder: `{out}`.", ""]
+    if first is None:  # nothing to describe: the report never takes settings from the command line
+        lines = ["# dpo_scale run", "", f"Run folder: `{out}`: no stage has finished yet.", ""]
+    else:
+        org, pos, model = (manifests.recorded(first, k, "?") for k in ("org_name", "pos_name", "model"))
+        lines = [f"# dpo_scale run: {org} → {pos}", "", f"Base model: `{model}`; run folder: `{out}`.", ""]
     lines += _data_section(recipe, data)
     lines += _train_section(recipe, train, out)
     if result is not None:

