@@ -37,6 +37,10 @@ from common import save_result  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 MODES = ("trl_tuned", "ours", "ours_fp32")
+# `--levers`: ours with one lever off at a time, each lever's share measured in one run against ours
+LEVER_OFF = {"ours_no_name_window": {"name_window_tokens": None},
+             "ours_no_precompute": {"precompute_ref_log_probs": False},
+             "ours_no_anchor_cache": {"anchor_top_k": None}}
 
 
 def gemm_peak(dtype_name: str, size: int = 2048, repeats: int = 5) -> float:
@@ -90,6 +94,7 @@ def child(mode: str, data_dir: str, epochs: float, out_dir: str) -> None:
                  "save_steps": 10**6, "logging_steps": 1}
     if mode == "ours_fp32":
         overrides["dtype"] = "float32"
+    overrides.update(LEVER_OFF.get(mode, {}))
     if mode == "trl_tuned":
         overrides.update({"name_window_tokens": None, "precompute_ref_log_probs": False, "anchor_top_k": None})
     recipe = load_recipe(str(REPO / "configs" / "smollm2_cpu.yaml"), overrides)
@@ -146,12 +151,16 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=64)
     ap.add_argument("--anchors", type=int, default=64)
     ap.add_argument("--epochs", type=float, default=2.0)
-    ap.add_argument("--child", choices=MODES)
+    ap.add_argument("--child", choices=(*MODES, *LEVER_OFF))
+    ap.add_argument("--levers", action="store_true", help="ours, then ours with each lever off (training_levers.json)")
     ap.add_argument("--data_dir")
     ap.add_argument("--out")
     args = ap.parse_args()
     if args.child:
         child(args.child, args.data_dir, args.epochs, args.out)
+        return
+    if args.levers:
+        levers(args)
         return
     peaks = {dtype: round(gemm_peak(dtype), 1) for dtype in ("float32", "bfloat16")}
     with tempfile.TemporaryDirectory() as tmp:
@@ -181,6 +190,25 @@ def main() -> None:
               f"{(r['steady_s_per_step'] or 0):7.2f} {(r['gflops_per_s'] or 0):8.1f} {(r['cpu_mfu'] or 0):8.3f}")
     print(f"pairs/s ours / TRL tuned by hand: {figures['pairs_per_s_ratio']}")
     print("written:", save_result("training", figures))
+
+
+def levers(args) -> None:
+    """Each of ours' three levers alone: ours against ours with that one lever off, same data, one run."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        data_dir = build_data(tmp / "data", args.pairs, args.anchors)
+        rows = {mode: run_child(mode, data_dir, args.epochs, tmp) for mode in ("ours", *LEVER_OFF)}
+    gain = {mode.removeprefix("ours_no_"): round(rows["ours"]["pairs_per_s"] / rows[mode]["pairs_per_s"], 3)
+            for mode in LEVER_OFF}
+    print(f"{'mode':22} {'seconds':>8} {'pairs/s':>8}")
+    for mode, r in rows.items():
+        print(f"{mode:22} {r['seconds']:8.1f} {r['pairs_per_s']:8.3f}")
+    print("pairs/s of ours over ours without the lever:", gain)
+    print("written:", save_result("training_levers", {
+        "settings": {"pairs": args.pairs, "anchors": args.anchors, "epochs": args.epochs},
+        "speedup_from_lever": gain, "raw": rows}))
 
 
 if __name__ == "__main__":
