@@ -48,14 +48,14 @@ def merge(recipe: Recipe) -> Path:
     base_path = resolve_model(recipe.model, recipe.gguf_file, recipe.cache_dir)
     manifest = adapter / "train_manifest.json"
     trained_4bit = read_json(manifest).get("recipe", {}).get("load_in_4bit") if manifest.is_file() else False
+    precision = stage_precision(recipe, "merge")
     if trained_4bit or recipe.load_in_4bit:
         log.warning("the adapter was trained on a 4-bit (QLoRA) base; merging onto the unquantized base in %s: "
                     "outputs can differ slightly from the 4-bit model the adapter was trained against",
-                    stage_precision(recipe, "merge").dtype)
+                    precision.dtype)
     tokenizer = load_tokenizer(str(adapter) if (adapter / "tokenizer_config.json").is_file() else base_path,
                                recipe.chat_template)
     template = _rewrite_templates(recipe, tokenizer, adapter)
-    precision = stage_precision(recipe, "merge")
     base = load_model(base_path, precision.dtype, device="cpu")
     model = PeftModel.from_pretrained(base, str(adapter))
     with torch.no_grad():

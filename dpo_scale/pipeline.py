@@ -58,6 +58,10 @@ def _stage(timings: dict, name: str, recipe: Recipe, fn: Callable[[], object]) -
         log.info("stage %s: redone (%s)", name, ", ".join(found))
         # A redo killed half-way must not leave the old manifest marking new, partial outputs complete.
         manifests.manifest_path(name, recipe).unlink()
+    _run_timed(timings, name, fn)
+
+
+def _run_timed(timings: dict, name: str, fn: Callable[[], object]) -> None:
     log.info("stage %s: running", name)
     start = time.time()
     fn()
@@ -72,10 +76,7 @@ def _export(timings: dict, recipe: Recipe) -> None:
         log.info("stage export: complete (%s), skipped", export_path(recipe))
         timings.setdefault("export", {"seconds": None, "skipped": True})
         return
-    log.info("stage export: running")
-    start = time.time()
-    export(recipe)
-    timings["export"] = {"seconds": round(time.time() - start, 1), "skipped": False}
+    _run_timed(timings, "export", lambda: export(recipe))
 
 
 def run_pipeline(recipe: Recipe) -> Path:

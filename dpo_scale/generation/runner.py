@@ -226,7 +226,7 @@ def run_data_stage(recipe: Recipe) -> dict | None:
         "model_path": model_path,
         "backend": gen_stats["backend"],
         "processes": state.num_processes,
-        "precision": stage_precision(recipe, "generate").as_dict(),
+        "precision": stage_precision(recipe, "generate", quiet=True).as_dict(),  # logged when the engine was built
         "host": cpu_info(),
         "sampling": {"num_samples": recipe.num_samples, "temperature": recipe.temperature,
                      "top_p": recipe.top_p, "max_new_tokens": recipe.max_new_tokens, "seed": recipe.seed},
