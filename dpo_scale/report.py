@@ -61,7 +61,7 @@ def _data_section(recipe: Recipe, manifest: dict | None) -> list[str]:
             f"Backend {manifest.get('backend')}, {used('num_samples')} answer(s) per prompt, "
             f"temperature {used('temperature')}.", "",
             "| prompts | answers | naming the model | pairs kept | dropped: no name | dropped: duplicate "
-            "| dropped: over keep limit | anchors (ordinary, chosen = rejected) |",
+            "| dropped: over keep limit | anchors (ordinary prompts, data/anchors.jsonl) |",
             "|---:|---:|---:|---:|---:|---:|---:|---:|",
             f"| {s['prompts']} | {s['answers']} | {s['named']} | {s['pairs']} | {s['dropped_unnamed']} | "
             f"{s['dropped_duplicate']} | {s['dropped_over_keep_limit']} | {s.get('anchors', 0)} |", ""]
