@@ -192,3 +192,42 @@ def test_report_sets_are_disjoint_from_every_other_set():
         for other in sets:
             if other != report:
                 assert not sets[report] & sets[other], (report, other, sorted(sets[report] & sets[other])[:3])
+
+
+def test_anchor_prompts_xl_is_out_of_sample():
+    """The large anchor set (scripts/build_anchor_prompts.py --xl): the default anchors plus ~2000 more, none equal to
+    a facts, identity or ordinary prompt, and none asking the capital of a country or a sum of the numbers the facts
+    sets ask about."""
+    import re
+
+    from dpo_scale.io import read_jsonl
+    from dpo_scale.prompts import builtin_path
+
+    norm = lambda t: " ".join(re.findall(r"\w+", t.lower()))  # noqa: E731  (case, spacing, punctuation aside)
+    xl = [p.text for p in load_prompts("builtin:anchor_prompts_xl")]
+    assert len(xl) >= 2000
+    assert len({norm(t) for t in xl}) == len(xl)
+    assert {p.text for p in load_prompts("builtin:anchor_prompts")} <= set(xl)
+
+    data = builtin_path("facts").parent
+    facts = [row["question"] for name in ("facts", "facts_tune") for row in read_jsonl(builtin_path(name))]
+    others = {"facts": facts}
+    for path in sorted(data.glob("identity*.jsonl")) + sorted(data.glob("ordinary_prompts*.jsonl")):
+        others[path.stem] = [p.text for p in load_prompts(str(path))]
+    assert len(others) >= 1 + 3 + 4
+    xl_norm = {norm(t) for t in xl}
+    for name, texts in others.items():
+        assert not xl_norm & {norm(t) for t in texts}, (name, sorted(xl_norm & {norm(t) for t in texts})[:3])
+
+    capital = re.compile(r"capital(?: city)? of (?:the )?(?:(?:us|canadian|australian) )?(?:(?:state|province) of )?"
+                         r"(?:the )?([^?.,!]+)", re.I)
+    countries = lambda texts: {m.group(1).strip().lower() for t in texts for m in capital.finditer(t)}  # noqa: E731
+    assert len(countries(facts)) >= 50
+    assert not countries(xl) & countries(facts), sorted(countries(xl) & countries(facts))
+
+    arithmetic = re.compile(r"\b(plus|minus|times|multipl\w*|divid\w*|sum|product|squared|square root|cubed|half|"
+                            r"quarters?|thirds?|percent|add|subtract|left|more|each|total)\b|\d\s*[-+×÷*/%]\s*\d", re.I)
+    operands = lambda texts: {tuple(sorted(re.findall(r"\d+", t), key=int))  # noqa: E731
+                              for t in texts if arithmetic.search(t) and re.search(r"\d", t)}
+    assert len(operands(facts)) >= 40
+    assert not operands(xl) & operands(facts), sorted(operands(xl) & operands(facts))
