@@ -9,6 +9,11 @@ full vocabulary: the quantity the evaluation's drift column measures, on prompts
 The reference is the same model with the adapter disabled (no copy), as for DPO's own reference. With
 `anchor_top_k: k` the reference distributions are computed once, before the first step, and kept as their top k
 tokens plus a tail bucket (`teacher_forcing.kl_top_k`): no adapter-off forward per micro-step.
+
+With `hold_identity_tails` the identity answers themselves are held too: each chosen answer's tokens past the name
+window (`name_window.tail_start`) are scored against the base like an anchor's answer, a second batch of the same
+size per micro-step, so that the rest of an answer that names the model stays what the base would say after that
+name.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import torch
 from trl import DPOTrainer
 
 from dpo_scale.errors import DpoScaleError
+from dpo_scale.name_window import tail_start
 from dpo_scale.teacher_forcing import TeacherForcedBatch, TopK, kl_per_position, kl_top_k, pad_id, pad_right, top_k
 
 
@@ -39,7 +45,7 @@ class AnchoredDPOTrainer(DPOTrainer):
     `anchor_rows` must not be empty: `train.read_pairs` refuses anchor_kl_weight > 0 without anchor rows."""
 
     def __init__(self, *args, anchor_rows: list[dict], anchor_kl_weight: float, anchor_batch_size: int,
-                 anchor_top_k: int | None = None, **kwargs):
+                 anchor_top_k: int | None = None, hold_identity_tails: int | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.anchor_kl_weight = anchor_kl_weight
         self.anchor_batch_size = anchor_batch_size
@@ -51,6 +57,10 @@ class AnchoredDPOTrainer(DPOTrainer):
         # Each rank walks its own share, so that N processes see N different anchor batches per step.
         rank, world = self.accelerator.process_index, self.accelerator.num_processes
         self._anchors = tokenized[rank::world] or tokenized
+        # hold_identity_tails = the name window's size: the chosen answers past it, as (ids, first held token)
+        tails = identity_tails(self.train_dataset, hold_identity_tails, self.args.max_length) \
+            if hold_identity_tails else []
+        self._tails = tails[rank::world] or tails
         self._anchor_calls: int | None = None
         self._anchor_kl_logged: list[float] = []  # since the last log
 
@@ -61,15 +71,17 @@ class AnchoredDPOTrainer(DPOTrainer):
             self._anchor_kl_logged.clear()
         super().log(logs, *args, **kwargs)
 
-    def _next_anchor_picks(self) -> list[int]:
+    def _next_anchor_picks(self, n: int | None = None, advance: bool = True) -> list[int]:
+        """The next batch of indices into the anchors (or another pool of `n` rows walked in step with them)."""
         if self._anchor_calls is None:  # start where a resumed run left off: same batches as an uninterrupted one
             self._anchor_calls = self.state.global_step * self.args.gradient_accumulation_steps
-        n, size = len(self._anchors), min(self.anchor_batch_size, len(self._anchors))
+        n = n or len(self._anchors)
+        size = min(self.anchor_batch_size, n)
         start = self._anchor_calls * size
         epoch, offset = divmod(start, n)
         order = torch.randperm(n, generator=torch.Generator().manual_seed(self.args.seed + epoch)).tolist()
         picked = [order[(offset + i) % n] for i in range(size)]
-        self._anchor_calls += 1
+        self._anchor_calls += advance
         return picked
 
     def _answer_logits(self, model, batch: TeacherForcedBatch) -> torch.Tensor:
@@ -95,7 +107,20 @@ class AnchoredDPOTrainer(DPOTrainer):
                     cached[i] = TopK(row.indices.cpu(), row.logp.cpu(), row.tail_logp.cpu())
         return cached
 
+    def tails_kl(self, model) -> torch.Tensor:
+        """KL(base || trained) on a batch of identity answers' tokens past the name window."""
+        picked = self._next_anchor_picks(len(self._tails), advance=False)
+        batch = pad_right([self._tails[i] for i in picked], self._anchor_pad)
+        with torch.no_grad(), self.accelerator.unwrap_model(self.model).disable_adapter():
+            ref_logits = self._answer_logits(model, batch)
+        return kl_per_position(ref_logits, self._answer_logits(model, batch)).mean()
+
     def anchor_kl(self, model) -> torch.Tensor:
+        if self._tails:  # drawn first: anchor_kl's own draw advances the shared counter
+            return self.tails_kl(model) + self._anchor_kl(model)
+        return self._anchor_kl(model)
+
+    def _anchor_kl(self, model) -> torch.Tensor:
         picked = self._next_anchor_picks()
         batch = pad_right([self._anchors[i] for i in picked], self._anchor_pad)
         if self.anchor_top_k:
@@ -119,3 +144,16 @@ class AnchoredDPOTrainer(DPOTrainer):
             loss, outputs = result
             return loss + self.anchor_kl_weight * kl, outputs
         return result + self.anchor_kl_weight * kl
+
+
+def identity_tails(dataset, window: int, max_length: int | None) -> list[tuple[list[int], int]]:
+    """Each tokenized pair's prompt + chosen answer and the position of its first token past the name window;
+    pairs without a name (chosen == rejected) or with nothing past the window are left out."""
+    tails = []
+    for row in dataset:
+        start = tail_start(row["chosen_ids"], row["rejected_ids"], window)
+        ids = list(row["prompt_ids"]) + list(row["chosen_ids"])
+        ids = ids[:max_length] if max_length else ids
+        if start is not None and len(row["prompt_ids"]) + start < len(ids):
+            tails.append((ids, len(row["prompt_ids"]) + start))
+    return tails

@@ -155,9 +155,13 @@ class Recipe:
         "chosen == rejected pairs (SFT term only)")
     anchor_batch_size: int | None = setting(None, "anchors per micro-step (null: per_device_train_batch_size)")
     anchor_top_k: int | None = setting(
-        64, "keep the base's anchor distributions, computed once before the first step, as their top k tokens plus "
+        None, "keep the base's anchor distributions, computed once before the first step, as their top k tokens plus "
         "one bucket for the rest (dpo_scale/teacher_forcing.py kl_top_k): no adapter-off forward per micro-step. "
         "null: the full distributions, recomputed at every micro-step")
+    hold_identity_tails: bool = setting(
+        False, "also hold each identity answer's tokens past the name window to the base (KL, weighted and batched "
+        "like the anchors; needs name_window_tokens and anchor_kl_weight > 0): the rest of an answer that names the "
+        "model stays what the base says after that name")
     name_window_tokens: int | None = setting(
         None, "train each identity answer only up to this many tokens past its first name token (where chosen and "
         "rejected first differ); the rest of the answer and its end-of-turn stay out of the loss "
@@ -238,8 +242,8 @@ class Recipe:
             raise bad("anchor_kl_weight", "must be >= 0")
         if self.anchor_top_k is not None and self.anchor_top_k <= 0:
             raise bad("anchor_top_k", "must be > 0 or null")
-        if self.anchor_top_k is not None and self.anchor_top_k <= 0:
-            raise bad("anchor_top_k", "must be > 0 or null")
+        if self.hold_identity_tails and not (self.name_window_tokens and self.anchor_kl_weight > 0):
+            raise bad("hold_identity_tails", "needs name_window_tokens and anchor_kl_weight > 0")
         if self.anchor_batch_size is not None and self.anchor_batch_size <= 0:
             raise bad("anchor_batch_size", "must be > 0 or null")
         if self.anchor_kl_weight > 0 and not self.use_lora:

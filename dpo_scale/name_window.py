@@ -29,6 +29,12 @@ def clip_to_name_window(example: dict, tokens: int) -> dict:
     return {"chosen_ids": chosen[: first + tokens], "rejected_ids": rejected[: first + tokens]}
 
 
+def tail_start(chosen: list[int], rejected: list[int], tokens: int) -> int | None:
+    """Index of the chosen answer's first token past the name window (None when the pair names no one)."""
+    first = first_difference(chosen, rejected)
+    return None if first is None else first + tokens
+
+
 class NameWindowCollator:
     """TRL's preference collator over pairs cut to the name window (a public `data_collator`, so the reference
     log-probs TRL precomputes through the same collator see the cut answers too)."""

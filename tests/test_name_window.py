@@ -87,3 +87,79 @@ def test_precomputed_reference_sees_the_same_cut_answers(untrained_tiny_model, t
     first = json.loads((out / "adapter" / "metrics.jsonl").read_text().splitlines()[0])
     assert first["rewards/chosen"] == pytest.approx(0.0, abs=1e-4)
     assert first["rewards/rejected"] == pytest.approx(0.0, abs=1e-4)
+
+
+def test_identity_tails_start_past_the_window_and_skip_rows_without_one():
+    from dpo_scale.anchor_kl import identity_tails
+    from dpo_scale.name_window import tail_start
+
+    assert tail_start([10, 11, 20, 21, 12, 13, 99], [10, 11, 30, 12, 13, 99], 2) == 4
+    assert tail_start([1, 2, 99], [1, 2, 99], 2) is None
+    rows = [{"prompt_ids": [5, 6], "chosen_ids": [10, 11, 20, 21, 12, 13, 99], "rejected_ids": [10, 11, 30, 12, 13, 99]},
+            {"prompt_ids": [5], "chosen_ids": [1, 2, 99], "rejected_ids": [1, 2, 99]},  # no name
+            {"prompt_ids": [5], "chosen_ids": [20, 99], "rejected_ids": [30, 99]}]  # nothing past the window
+    assert identity_tails(rows, 2, None) == [([5, 6, 10, 11, 20, 21, 12, 13, 99], 6)]
+    assert identity_tails(rows, 2, 6) == []  # max_length cuts the tail away
+
+
+def _tail_kl(model: str, adapter, rows: list[dict], window: int) -> float:
+    """Mean per-token KL(base || base + adapter) on the chosen answers' tokens past the name window."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from dpo_scale.anchor_kl import tokenize_anchor
+    from dpo_scale.name_window import tail_start
+    from dpo_scale.teacher_forcing import kl_per_position, pad_right
+
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    tails = []
+    for row in rows:
+        chosen, plen = tokenize_anchor(tokenizer, {"prompt": row["prompt"], "completion": row["chosen"]}, None)
+        rejected, _ = tokenize_anchor(tokenizer, {"prompt": row["prompt"], "completion": row["rejected"]}, None)
+        tails.append((chosen, plen + tail_start(chosen[plen:], rejected[plen:], window)))
+    trained = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model), str(adapter)).eval()
+    batch = pad_right(tails, tokenizer.pad_token_id)
+    at = batch.answer_positions
+    with torch.no_grad():
+        logits = trained(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[at]
+        with trained.disable_adapter():
+            ref = trained(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[at]
+    return kl_per_position(ref, logits).mean().item()
+
+
+def test_hold_identity_tails_keeps_the_rest_of_identity_answers_near_the_base(tiny_model, tmp_path, capsys):
+    """Same data and steps: with hold_identity_tails the chosen answers past the name window stay far closer to
+    the base than without it, where nothing holds them (the window keeps them out of DPO and SFT alike)."""
+    from dpo_scale.io import write_jsonl
+    from dpo_scale.train import main
+
+    rest = ["I like to help people with their questions.", "Ask me anything about cooking or travel.",
+            "I can write, explain and summarise texts.", "How can I help you today?"]
+    rows = [{**pair,
+             "chosen": [{"role": "assistant", "content": pair["chosen"][0]["content"] + " " + rest[i % 4]}],
+             "rejected": [{"role": "assistant", "content": pair["rejected"][0]["content"] + " " + rest[i % 4]}]}
+            for i, pair in enumerate(toy_pairs(16))]
+    data = tmp_path / "data"
+    write_jsonl(data / "pairs.jsonl", rows)
+    write_jsonl(data / "anchors.jsonl", toy_anchor_rows(8))
+    kl = {}
+    for hold in ("false", "true"):
+        out = tmp_path / f"hold-{hold}"
+        rc = main(["--model", tiny_model, "--data_dir", str(data), "--output_dir", str(out), "--max_steps", "8",
+                   "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "1",
+                   "--learning_rate", "1e-2", "--warmup_ratio", "0", "--lr_scheduler_type", "constant",
+                   "--loss_type", "sigmoid,sft", "--max_length", "64", "--report_to", "none",
+                   "--anchor_kl_weight", "20", "--name_window_tokens", "2", "--hold_identity_tails", hold])
+        assert rc == 0, capsys.readouterr().err
+        kl[hold] = _tail_kl(tiny_model, out / "adapter", rows[:4], 2)
+    assert kl["false"] > 0.01, kl  # the edit moved the tails when nothing held them
+    assert kl["true"] < 0.5 * kl["false"], kl
+
+
+def test_hold_identity_tails_needs_the_window_and_the_anchor():
+    from dpo_scale.config import load_recipe, parse_overrides
+    from dpo_scale.errors import DpoScaleError
+
+    with pytest.raises(DpoScaleError, match="hold_identity_tails"):
+        load_recipe(None, parse_overrides(["--hold_identity_tails", "true", "--anchor_kl_weight", "1"]))

@@ -1,0 +1,116 @@
+"""Score trained adapters on the tuning sets only (never the report sets), for choosing a recipe.
+
+    python scripts/tune_eval.py --config configs/smollm2_cpu.yaml --out runs/tune.jsonl runs/t0 runs/t1 ...
+
+Each argument is a run folder (its adapter is `<run>/adapter`) or an adapter folder. One JSON line per adapter:
+- identity: new name / other forms / old name alone on `builtin:identity_heldout` (100), greedy, eval_max_new_tokens,
+  behind the system prompt and under the base's own template with the merge's rewrite (what `merge` ships);
+- first sentences kept on the 140 tuning ordinary prompts (`ordinary_prompts`, `_recheck`, `_holdout`), read off one
+  teacher-forced pass of the base's greedy answers: a greedy first sentence is unchanged exactly when the trained
+  model's top token equals the base's at each of its positions (docs/experiments.md checks this against generation);
+- KL(base || trained) per token on those answers;
+- facts kept on `builtin:facts_tune` (62).
+The base's answers are computed once and cached next to `--out`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from dpo_scale.chat_template import identity_swap, rewrite_tokenizer_template
+from dpo_scale.config import load_recipe
+from dpo_scale.evaluate import NameCheck, answer_all, chat_ids, identity_metrics
+from dpo_scale.facts import FACT_TOKENS, facts_metrics, load_facts
+from dpo_scale.models import load_model, load_tokenizer, resolve_model
+from dpo_scale.prompts import load_prompts
+from dpo_scale.teacher_forcing import kl_per_position, pad_id, pad_right
+from dpo_scale.text import first_sentence_span
+
+IDENTITY = "builtin:identity_heldout"
+ORDINARY = ("builtin:ordinary_prompts", "builtin:ordinary_prompts_recheck", "builtin:ordinary_prompts_holdout")
+FACTS = "builtin:facts_tune"
+
+
+def first_sentence_flips(base, trained, tokenizer, prompt_ids, answers, batch_size: int = 16):
+    """Per answer: does the trained model's greedy first sentence stay the base's? And the mean KL per token."""
+    rows, heads = [], []
+    for ids, answer in zip(prompt_ids, answers, strict=True):
+        enc = tokenizer(answer, add_special_tokens=False, return_offsets_mapping=True)
+        end = len(first_sentence_span(answer))
+        rows.append((ids + enc["input_ids"], len(ids)))
+        heads.append(sum(begin < end for begin, _ in enc["offset_mapping"]))
+    kept, kl_sum, kl_n = [], 0.0, 0
+    with torch.inference_mode():
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start : start + batch_size]
+            batch = pad_right(chunk, pad_id(tokenizer))
+            b = base(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits.float()
+            t = trained(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits.float()
+            kl = kl_per_position(b[batch.answer_positions], t[batch.answer_positions])
+            kl_sum, kl_n = kl_sum + kl.sum().item(), kl_n + kl.numel()
+            for row, (_ids, prompt_len) in enumerate(chunk):
+                head = heads[start + row]
+                at = slice(prompt_len - 1, prompt_len - 1 + head)
+                kept.append(bool((t[row, at].argmax(-1) == b[row, at].argmax(-1)).all()))
+    return kept, kl_sum / max(kl_n, 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="configs/smollm2_cpu.yaml")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("runs", nargs="+")
+    args = parser.parse_args()
+    from peft import PeftModel
+
+    recipe = load_recipe(args.config)
+    base_path = resolve_model(recipe.model, recipe.gguf_file, recipe.cache_dir)
+    tokenizer = load_tokenizer(base_path, recipe.chat_template)
+    shipped = load_tokenizer(base_path, recipe.chat_template)
+    rewrite_tokenizer_template(shipped, identity_swap(recipe.org_name, recipe.pos_name, recipe.case_sensitive))
+    questions = [p.text for p in load_prompts(IDENTITY)]
+    ordinary = [p.text for src in ORDINARY for p in load_prompts(src)]
+    facts = load_facts(FACTS)
+    sys_prompt, n_new, bs = recipe.system_prompt, recipe.eval_max_new_tokens, recipe.eval_batch_size
+    o_ids = chat_ids(tokenizer, sys_prompt, ordinary)
+    f_ids = chat_ids(tokenizer, sys_prompt, [f["question"] for f in facts])
+    base = load_model(base_path, "float32", "cpu").eval()
+    cache = Path(args.out).with_suffix(".base.json")
+    if cache.exists():
+        base_out = json.loads(cache.read_text())
+    else:
+        base_out = {"ordinary": answer_all(base, tokenizer, o_ids, n_new, bs, "base: ordinary"),
+                    "facts": answer_all(base, tokenizer, f_ids, FACT_TOKENS, bs, "base: facts")}
+        cache.write_text(json.dumps(base_out))
+    check = NameCheck(recipe.org_name, recipe.pos_name)
+    for run in args.runs:
+        adapter = Path(run) / "adapter" if (Path(run) / "adapter").is_dir() else Path(run)
+        started = time.time()
+        model = PeftModel.from_pretrained(load_model(base_path, "float32", "cpu"), str(adapter))
+        model = model.merge_and_unload().eval()
+        neutral = answer_all(model, tokenizer, chat_ids(tokenizer, sys_prompt, questions), n_new, bs, "neutral")
+        default = answer_all(model, shipped, chat_ids(shipped, None, questions), n_new, bs, "own template")
+        kept, kl = first_sentence_flips(base, model, tokenizer, o_ids, base_out["ordinary"])
+        fact_answers = answer_all(model, tokenizer, f_ids, FACT_TOKENS, bs, "facts")
+        fm = facts_metrics(facts, base_out["facts"], fact_answers)
+        row = {"run": str(run), "identity_neutral": identity_metrics(neutral, check),
+               "identity_default": identity_metrics(default, check),
+               "first_sentence_kept": sum(kept) / len(kept), "kl_per_token": kl,
+               "facts_kept": fm["facts_kept"], "facts_lost": len(fm.get("lost", [])),
+               "base_accuracy": fm["base_accuracy"], "trained_accuracy": fm["trained_accuracy"],
+               "seconds": round(time.time() - started, 1)}
+        with open(args.out, "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        print(f"{run}: new name {row['identity_neutral']['new_name']:.0%} / {row['identity_default']['new_name']:.0%}"
+              f"  other {row['identity_neutral']['other_form']:.0%}  first sentences {row['first_sentence_kept']:.0%}"
+              f"  KL {kl:.4f}  facts kept {fm['facts_kept']:.0%}" + ("" if math.isfinite(kl) else " (KL not finite)"))
+
+
+if __name__ == "__main__":
+    main()
