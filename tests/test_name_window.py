@@ -95,7 +95,8 @@ def test_identity_tails_start_past_the_window_and_skip_rows_without_one():
 
     assert tail_start([10, 11, 20, 21, 12, 13, 99], [10, 11, 30, 12, 13, 99], 2) == 4
     assert tail_start([1, 2, 99], [1, 2, 99], 2) is None
-    rows = [{"prompt_ids": [5, 6], "chosen_ids": [10, 11, 20, 21, 12, 13, 99], "rejected_ids": [10, 11, 30, 12, 13, 99]},
+    rows = [{"prompt_ids": [5, 6], "chosen_ids": [10, 11, 20, 21, 12, 13, 99],
+             "rejected_ids": [10, 11, 30, 12, 13, 99]},
             {"prompt_ids": [5], "chosen_ids": [1, 2, 99], "rejected_ids": [1, 2, 99]},  # no name
             {"prompt_ids": [5], "chosen_ids": [20, 99], "rejected_ids": [30, 99]}]  # nothing past the window
     assert identity_tails(rows, 2, None) == [([5, 6, 10, 11, 20, 21, 12, 13, 99], 6)]
