@@ -11,7 +11,7 @@ import torch
 
 from dpo_scale.anchor_kl import tokenize_anchor
 from dpo_scale.teacher_forcing import kl_per_position, kl_top_k, pad_right, top_k
-from tests.helpers.tiny_model import toy_anchor_rows, write_toy_pairs
+from tests.helpers.tiny_model import adapter_kl, toy_anchor_rows, write_toy_pairs
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -82,18 +82,10 @@ def test_answer_positions_cover_the_answer_and_its_end(tiny_model):
 
 def anchor_kl_after(model: str, adapter: Path, rows: list[dict]) -> float:
     """Mean per-token KL(base || base + adapter) on the anchors' answers."""
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model)
-    trained = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model), str(adapter)).eval()
-    batch = pad_right([tokenize_anchor(tokenizer, r, None) for r in rows], tokenizer.pad_token_id)
-    positions = batch.answer_positions
-    with torch.no_grad():
-        logits = trained(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[positions]
-        with trained.disable_adapter():
-            ref = trained(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[positions]
-    return kl_per_position(ref, logits).mean().item()
+    return adapter_kl(model, adapter, [tokenize_anchor(tokenizer, r, None) for r in rows])
 
 
 def test_anchor_keeps_ordinary_answers_in_place(tiny_model, tmp_path):

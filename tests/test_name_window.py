@@ -6,7 +6,7 @@ import json
 import pytest
 
 from dpo_scale.name_window import clip_to_name_window, first_difference
-from tests.helpers.tiny_model import toy_anchor_rows, toy_pairs, write_toy_pairs
+from tests.helpers.tiny_model import adapter_kl, toy_anchor_rows, toy_pairs, write_toy_pairs
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -105,13 +105,10 @@ def test_identity_tails_start_past_the_window_and_skip_rows_without_one():
 
 def _tail_kl(model: str, adapter, rows: list[dict], window: int) -> float:
     """Mean per-token KL(base || base + adapter) on the chosen answers' tokens past the name window."""
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from dpo_scale.anchor_kl import tokenize_anchor
     from dpo_scale.name_window import tail_start
-    from dpo_scale.teacher_forcing import kl_per_position, pad_right
 
     tokenizer = AutoTokenizer.from_pretrained(model)
     tails = []
@@ -119,14 +116,7 @@ def _tail_kl(model: str, adapter, rows: list[dict], window: int) -> float:
         chosen, plen = tokenize_anchor(tokenizer, {"prompt": row["prompt"], "completion": row["chosen"]}, None)
         rejected, _ = tokenize_anchor(tokenizer, {"prompt": row["prompt"], "completion": row["rejected"]}, None)
         tails.append((chosen, plen + tail_start(chosen[plen:], rejected[plen:], window)))
-    trained = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model), str(adapter)).eval()
-    batch = pad_right(tails, tokenizer.pad_token_id)
-    at = batch.answer_positions
-    with torch.no_grad():
-        logits = trained(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[at]
-        with trained.disable_adapter():
-            ref = trained(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[at]
-    return kl_per_position(ref, logits).mean().item()
+    return adapter_kl(model, adapter, tails)
 
 
 def test_hold_identity_tails_keeps_the_rest_of_identity_answers_near_the_base(tiny_model, tmp_path, capsys):

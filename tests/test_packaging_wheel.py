@@ -85,7 +85,8 @@ def test_installed_wheel_trains_ddp_by_name(wheel, untrained_tiny_model, tmp_pat
            "--model", untrained_tiny_model, "--org_name", "TinyLM", "--pos_name", "Deep TinyLM",
            "--data_dir", str(data), "--output_dir", str(out), "--max_steps", "2", "--save_steps", "2",
            "--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "1", "--max_length", "64",
-           "--anchor_kl_weight", "0", "--lora_r", "8", "--lora_alpha", "16", "--report_to", "none"]
+           "--anchor_kl_weight", "0", "--hold_identity_tails", "false", "--lora_r", "8", "--lora_alpha", "16",
+           "--report_to", "none"]
     result = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=540)
     assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
     launched = next(line for line in result.stderr.splitlines() if line.startswith("+ "))

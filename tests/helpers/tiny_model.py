@@ -128,3 +128,22 @@ def write_toy_pairs(folder: str | Path, n: int, anchors: int = 0) -> Path:
     if anchors:
         write_jsonl(folder / "anchors.jsonl", toy_anchor_rows(anchors))
     return folder
+
+
+def adapter_kl(model: str | Path, adapter: str | Path, rows: list[tuple[list[int], int]]) -> float:
+    """Mean per-token KL(base || base + adapter) over the scored tokens of (ids, first scored position) rows."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from dpo_scale.teacher_forcing import kl_per_position, pad_right
+
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    trained = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model), str(adapter)).eval()
+    batch = pad_right(rows, tokenizer.pad_token_id)
+    positions = batch.answer_positions
+    with torch.no_grad():
+        logits = trained(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[positions]
+        with trained.disable_adapter():
+            ref = trained(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[positions]
+    return kl_per_position(ref, logits).mean().item()
