@@ -40,7 +40,7 @@ MODES = ("trl_tuned", "ours", "ours_fp32")
 # `--levers`: ours with one lever off at a time, each lever's share measured in one run against ours
 LEVER_OFF = {"ours_no_name_window": {"name_window_tokens": None},
              "ours_no_precompute": {"precompute_ref_log_probs": False},
-             "ours_no_anchor_cache": {"anchor_top_k": None}}
+             "ours_no_eager_attention": {"model_init_kwargs": None}}
 
 
 def gemm_peak(dtype_name: str, size: int = 2048, repeats: int = 5) -> float:

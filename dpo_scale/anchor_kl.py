@@ -18,12 +18,16 @@ name.
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from trl import DPOTrainer
 
 from dpo_scale.errors import DpoScaleError
 from dpo_scale.name_window import tail_start
 from dpo_scale.teacher_forcing import TeacherForcedBatch, TopK, kl_per_position, kl_top_k, pad_id, pad_right, top_k
+
+log = logging.getLogger(__name__)
 
 
 def tokenize_anchor(tokenizer, row: dict, max_length: int | None) -> tuple[list[int], int]:
@@ -71,24 +75,39 @@ class AnchoredDPOTrainer(DPOTrainer):
             self._anchor_kl_logged.clear()
         super().log(logs, *args, **kwargs)
 
-    def _next_anchor_picks(self, n: int | None = None, advance: bool = True) -> list[int]:
-        """The next batch of indices into the anchors (or another pool of `n` rows walked in step with them)."""
+    def _next_draw(self) -> int:
+        """The number of this micro-step's anchor draw (one per micro-step, counted from the run's start)."""
         if self._anchor_calls is None:  # start where a resumed run left off: same batches as an uninterrupted one
             self._anchor_calls = self.state.global_step * self.args.gradient_accumulation_steps
-        n = n or len(self._anchors)
+            self._log_anchor_use()
+        draw, self._anchor_calls = self._anchor_calls, self._anchor_calls + 1
+        return draw
+
+    def _picks(self, draw: int, n: int) -> list[int]:
+        """Draw number `draw`'s batch of indices into a pool of `n` rows: walks a seeded permutation per pass."""
         size = min(self.anchor_batch_size, n)
-        start = self._anchor_calls * size
-        epoch, offset = divmod(start, n)
+        epoch, offset = divmod(draw * size, n)
         order = torch.randperm(n, generator=torch.Generator().manual_seed(self.args.seed + epoch)).tolist()
-        picked = [order[(offset + i) % n] for i in range(size)]
-        self._anchor_calls += advance
-        return picked
+        return [order[(offset + i) % n] for i in range(size)]
+
+    def _log_anchor_use(self) -> None:
+        """How many anchors this process has and how many the run will draw: answering more in the data stage
+        (max_anchor_prompts) is time no step uses; drawing more repeats them."""
+        n = len(self._anchors)
+        draws = self.state.max_steps * self.args.gradient_accumulation_steps * min(self.anchor_batch_size, n)
+        use = "each drawn at most once" if draws <= n else f"each drawn about {draws / n:.1f} times"
+        log.info("KL anchor: %d anchor rows on this process, %d draws in %d steps (%s)", n, draws,
+                 self.state.max_steps, use)
 
     def _answer_logits(self, model, batch: TeacherForcedBatch) -> torch.Tensor:
-        """The logits that predict answer tokens, rows one after another."""
+        """The logits that predict answer tokens, rows one after another. The LM head runs only from the batch's
+        first such position on (transformers' `logits_to_keep`), not over the prompts."""
         device = self.accelerator.device
         ids, attention = batch.input_ids.to(device), batch.attention_mask.to(device)
-        return model(input_ids=ids, attention_mask=attention, use_cache=False).logits[batch.answer_positions.to(device)]
+        first = first_answer_position(batch.answer_positions)
+        logits = model(input_ids=ids, attention_mask=attention, use_cache=False,
+                       logits_to_keep=ids.shape[1] - first).logits
+        return logits[batch.answer_positions[:, first:].to(device)]
 
     def _cache_base_top_k(self, model) -> list[TopK]:
         """Every anchor's base distributions (adapter off) as top-k, in batches. All ranks run the same number of
@@ -107,21 +126,22 @@ class AnchoredDPOTrainer(DPOTrainer):
                     cached[i] = TopK(row.indices.cpu(), row.logp.cpu(), row.tail_logp.cpu())
         return cached
 
-    def tails_kl(self, model) -> torch.Tensor:
+    def tails_kl(self, model, draw: int) -> torch.Tensor:
         """KL(base || trained) on a batch of identity answers' tokens past the name window."""
-        picked = self._next_anchor_picks(len(self._tails), advance=False)
+        picked = self._picks(draw, len(self._tails))
         batch = pad_right([self._tails[i] for i in picked], self._anchor_pad)
         with torch.no_grad(), self.accelerator.unwrap_model(self.model).disable_adapter():
             ref_logits = self._answer_logits(model, batch)
         return kl_per_position(ref_logits, self._answer_logits(model, batch)).mean()
 
     def anchor_kl(self, model) -> torch.Tensor:
-        if self._tails:  # drawn first: anchor_kl's own draw advances the shared counter
-            return self.tails_kl(model) + self._anchor_kl(model)
-        return self._anchor_kl(model)
+        """This micro-step's KL term: the anchors', plus the identity tails' when they are held."""
+        draw = self._next_draw()
+        kl = self._anchor_kl(model, draw)
+        return kl + self.tails_kl(model, draw) if self._tails else kl
 
-    def _anchor_kl(self, model) -> torch.Tensor:
-        picked = self._next_anchor_picks()
+    def _anchor_kl(self, model, draw: int) -> torch.Tensor:
+        picked = self._picks(draw, len(self._anchors))
         batch = pad_right([self._anchors[i] for i in picked], self._anchor_pad)
         if self.anchor_top_k:
             if self._base_top_k is None:
@@ -144,6 +164,12 @@ class AnchoredDPOTrainer(DPOTrainer):
             loss, outputs = result
             return loss + self.anchor_kl_weight * kl, outputs
         return result + self.anchor_kl_weight * kl
+
+
+def first_answer_position(answer_positions: torch.Tensor) -> int:
+    """The first column of a [rows, length] mask that holds a position to score (0 when it holds none)."""
+    columns = answer_positions.any(dim=0).nonzero()
+    return int(columns[0]) if len(columns) else 0
 
 
 def identity_tails(dataset, window: int, max_length: int | None) -> list[tuple[list[int], int]]:

@@ -128,16 +128,27 @@ def _answer_logits(model, batch: TeacherForcedBatch) -> torch.Tensor:
     return logits[batch.answer_positions.to(logits.device)].float().cpu()
 
 
+@dataclass(frozen=True)
+class TeacherForcedDrift:
+    """The drift measures of `drift_scores`, per answer where they are lists."""
+
+    kl_per_token: float  # mean over answer tokens of KL(p_base || p_trained)
+    near_tie: list[bool]  # the base's first sentence passes a token whose runner-up is within `gap` nats
+    first_sentence_kept: list[bool]  # the trained model's top token is the base's at every first-sentence position
+
+
 def drift_scores(base, trained, tokenizer, prompt_ids: list[list[int]], answers: list[str], batch_size: int = 16,
-                 gap: float = NEAR_TIE) -> tuple[float, list[bool]]:
+                 gap: float = NEAR_TIE) -> TeacherForcedDrift:
     """The drift measures read off the base's own answers, teacher-forced, in one batched pass of each model:
 
     - the mean over answer tokens of KL(p_base || p_trained);
     - per answer: does its first sentence pass a token whose runner-up under the base is within `gap` nats?
       Such a sentence flips under any change of the model that moves those two log-probs by `gap`: it says how
-      much of `first_sentence_kept` is decided by near-ties rather than by what training changed.
+      much of `first_sentence_kept` is decided by near-ties rather than by what training changed;
+    - per answer: would the trained model's greedy first sentence be the base's? Exactly when its top token is the
+      base's at each of the sentence's positions (what tuning reads instead of generating).
 
-    Answers that tokenize to nothing are left out of the KL and have no near-tie."""
+    Answers that tokenize to nothing are left out of the KL, have no near-tie and keep their (empty) sentence."""
     import torch
 
     from dpo_scale.teacher_forcing import kl_per_position, pad_id, pad_right
@@ -155,24 +166,29 @@ def drift_scores(base, trained, tokenizer, prompt_ids: list[list[int]], answers:
         head_ends.append(len(ids) - 1 + head)  # logits prompt_len - 1 .. this - 1 predict the first sentence
         which.append(i)
     total, count = 0.0, 0
-    tied = [False] * len(answers)
+    tied, kept = [False] * len(answers), [True] * len(answers)
     with torch.inference_mode():
         for start in range(0, len(rows), batch_size):
             batch = pad_right(rows[start : start + batch_size], pad_id(tokenizer))
             answer_at = batch.answer_positions
             head_end = torch.tensor(head_ends[start : start + batch_size])
             head_at = answer_at & (torch.arange(answer_at.shape[1]) < head_end[:, None])
-            base_answer = _answer_logits(base, batch)
-            kl = kl_per_position(base_answer, _answer_logits(trained, batch))
+            base_answer, trained_answer = _answer_logits(base, batch), _answer_logits(trained, batch)
+            kl = kl_per_position(base_answer, trained_answer)
             total += kl.sum().item()
             count += kl.numel()
             # the first sentence's positions are a subset of the answer's: pick them from the same logits
-            top2 = torch.log_softmax(base_answer[head_at[answer_at]], -1).topk(2, dim=-1).values
+            in_head = head_at[answer_at]
+            base_head = torch.log_softmax(base_answer[in_head], -1)
+            top2 = base_head.topk(2, dim=-1).values
             gaps = torch.full(head_at.shape, math.inf)
             gaps[head_at] = top2[:, 0] - top2[:, 1]
-            for row, flag in enumerate((gaps < gap).any(dim=1).tolist()):
-                tied[which[start + row]] = flag
-    return total / max(count, 1), tied
+            changed = torch.zeros(head_at.shape, dtype=torch.bool)
+            changed[head_at] = base_head.argmax(-1) != trained_answer[in_head].argmax(-1)
+            for row, (flag, moved) in enumerate(zip((gaps < gap).any(dim=1).tolist(), changed.any(dim=1).tolist(),
+                                                    strict=True)):
+                tied[which[start + row]], kept[which[start + row]] = flag, not moved
+    return TeacherForcedDrift(total / max(count, 1), tied, kept)
 
 
 def own_tokenizer(path: str, fallback):
@@ -244,7 +260,7 @@ def evaluate(recipe: Recipe, trained_model: str | None = None, adapter: str | No
     trained.eval()
     new_out = answers(trained, trained_tokenizer, "trained")
     o_ids = chat_ids(tokenizer, recipe.system_prompt, ordinary)
-    kl, ties = drift_scores(base, trained, tokenizer, o_ids, base_out["ordinary"])
+    drift = drift_scores(base, trained, tokenizer, o_ids, base_out["ordinary"])
 
     check = NameCheck(recipe.org_name, recipe.pos_name)
     author = NameCheck(recipe.org_author, recipe.pos_author) if recipe.org_author and recipe.pos_author else None
@@ -253,7 +269,7 @@ def evaluate(recipe: Recipe, trained_model: str | None = None, adapter: str | No
         "trained_model": trained_name,
         "system_prompt": recipe.system_prompt,
         "own_template": trained_tokenizer is not tokenizer,  # default mode read the trained model's own template
-        "drift": drift_metrics(base_out["ordinary"], new_out["ordinary"], kl, ties),
+        "drift": drift_metrics(base_out["ordinary"], new_out["ordinary"], drift.kl_per_token, drift.near_tie),
         "ordinary_answers": [{"prompt": q, "base": b, "trained": t}
                              for q, b, t in zip(ordinary, base_out["ordinary"], new_out["ordinary"], strict=True)],
         "seconds": round(time.time() - started, 2),

@@ -223,6 +223,23 @@ def build_training_args(recipe: Recipe, output_dir: Path, world_size: int, ddp_b
 dpo_config = build_training_args  # the name benchmarks/ and older tests use
 
 
+# Set by dpo_scale from the recipe: dtype and load_in_4bit, and the device placement accelerate does.
+_OWN_INIT_KWARGS = ("dtype", "torch_dtype", "quantization_config", "device_map")
+
+
+def model_init_kwargs(args) -> dict:
+    """TRL's `model_init_kwargs` (from_pretrained keywords, e.g. attn_implementation), applied where dpo_scale loads
+    the model itself, as DPOTrainer does when it gets a model name. Taken off `args` so that TRL does not warn that
+    they are ignored."""
+    kwargs = dict(args.model_init_kwargs or {})
+    args.model_init_kwargs = None
+    own = [key for key in _OWN_INIT_KWARGS if key in kwargs]
+    if own:
+        raise DpoScaleError(f"config key 'model_init_kwargs': '{own[0]}' is set by dpo_scale (use the recipe's dtype "
+                            "and load_in_4bit keys)")
+    return kwargs
+
+
 def precompute_ref(recipe: Recipe) -> bool:
     """Reference log-probs computed once before training: pays when each pair is seen more than once."""
     if recipe.precompute_ref_log_probs is not None:
@@ -361,7 +378,8 @@ def build_trainer(recipe: Recipe, state, ddp_backend: str | None = None, callbac
     precision = stage_precision(recipe, "train")
     args = build_training_args(recipe, ckpt, state.num_processes, ddp_backend=ddp_backend,
                                bf16=precision.autocast_bf16)
-    model = load_model(model_path, precision.dtype, device=None, load_in_4bit=recipe.load_in_4bit)
+    model = load_model(model_path, precision.dtype, device=None, load_in_4bit=recipe.load_in_4bit,
+                       **model_init_kwargs(args))
     peft_config = None
     if recipe.use_lora:
         from peft import LoraConfig

@@ -6,10 +6,12 @@ name does not rewrite ordinary answers. Two sets:
 
 - `dpo_scale/data/anchor_prompts.jsonl` (default, 435 prompts): 135 from the templates below plus the 300
   written for the project in commit e334fae (`ADDED`, kept here in file order so the build reproduces the file).
-- `dpo_scale/data/anchor_prompts_xl.jsonl` (`--xl`, 2503): the 435 default prompts first, then 2068
-  more, shuffled with a fixed seed: short factual questions in the knowledge set's categories (capitals,
-  arithmetic, units, science, history, language, geography) and ordinary chat requests (explanations,
-  definitions, how-to, writing, advice, recommendations, comparisons, coding, summaries, rewriting, lists).
+- `dpo_scale/data/anchor_prompts_xl.jsonl` (`--xl`, 2503): the 435 default prompts and 2068 more, all
+  shuffled together with a fixed seed, so that its first N rows (`max_anchor_prompts: N`) are a sample of the
+  whole set, in the same proportions of kinds. The new ones: short factual questions in the knowledge set's
+  categories (capitals, arithmetic, units, science, history, language, geography) and ordinary chat requests
+  (explanations, definitions, how-to, writing, advice, recommendations, comparisons, coding, summaries, rewriting,
+  lists).
 
 Both are out of sample for the evaluation: the build refuses any prompt equal (case, spacing and punctuation
 aside) to a prompt of `identity*.jsonl` or `ordinary_prompts*.jsonl` or a question of `facts.jsonl` /
@@ -1478,6 +1480,7 @@ def main() -> None:
         new += kept
     random.Random(XL_SEED).shuffle(new)
     prompts = default + new
+    random.Random(XL_SEED + 1).shuffle(prompts)  # any first N rows: a sample of the whole set
     check(prompts, new, sets)
     out = args.out or DATA / "anchor_prompts_xl.jsonl"
     write(out, prompts)

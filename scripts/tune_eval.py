@@ -21,44 +21,16 @@ import math
 import time
 from pathlib import Path
 
-import torch
-
 from dpo_scale.chat_template import identity_swap, rewrite_tokenizer_template
 from dpo_scale.config import load_recipe
-from dpo_scale.evaluate import NameCheck, answer_all, chat_ids, identity_metrics
+from dpo_scale.evaluate import NameCheck, answer_all, chat_ids, drift_scores, identity_metrics
 from dpo_scale.facts import FACT_TOKENS, facts_metrics, load_facts
 from dpo_scale.models import load_model, load_tokenizer, resolve_model
 from dpo_scale.prompts import load_prompts
-from dpo_scale.teacher_forcing import kl_per_position, pad_id, pad_right
-from dpo_scale.text import first_sentence_span
 
 IDENTITY = "builtin:identity_heldout"
 ORDINARY = ("builtin:ordinary_prompts", "builtin:ordinary_prompts_recheck", "builtin:ordinary_prompts_holdout")
 FACTS = "builtin:facts_tune"
-
-
-def first_sentence_flips(base, trained, tokenizer, prompt_ids, answers, batch_size: int = 16):
-    """Per answer: does the trained model's greedy first sentence stay the base's? And the mean KL per token."""
-    rows, heads = [], []
-    for ids, answer in zip(prompt_ids, answers, strict=True):
-        enc = tokenizer(answer, add_special_tokens=False, return_offsets_mapping=True)
-        end = len(first_sentence_span(answer))
-        rows.append((ids + enc["input_ids"], len(ids)))
-        heads.append(sum(begin < end for begin, _ in enc["offset_mapping"]))
-    kept, kl_sum, kl_n = [], 0.0, 0
-    with torch.inference_mode():
-        for start in range(0, len(rows), batch_size):
-            chunk = rows[start : start + batch_size]
-            batch = pad_right(chunk, pad_id(tokenizer))
-            b = base(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits.float()
-            t = trained(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits.float()
-            kl = kl_per_position(b[batch.answer_positions], t[batch.answer_positions])
-            kl_sum, kl_n = kl_sum + kl.sum().item(), kl_n + kl.numel()
-            for row, (_ids, prompt_len) in enumerate(chunk):
-                head = heads[start + row]
-                at = slice(prompt_len - 1, prompt_len - 1 + head)
-                kept.append(bool((t[row, at].argmax(-1) == b[row, at].argmax(-1)).all()))
-    return kept, kl_sum / max(kl_n, 1)
 
 
 def main() -> None:
@@ -96,7 +68,8 @@ def main() -> None:
         model = model.merge_and_unload().eval()
         neutral = answer_all(model, tokenizer, chat_ids(tokenizer, sys_prompt, questions), n_new, bs, "neutral")
         default = answer_all(model, shipped, chat_ids(shipped, None, questions), n_new, bs, "own template")
-        kept, kl = first_sentence_flips(base, model, tokenizer, o_ids, base_out["ordinary"])
+        drift = drift_scores(base, model, tokenizer, o_ids, base_out["ordinary"])
+        kept, kl = drift.first_sentence_kept, drift.kl_per_token
         fact_answers = answer_all(model, tokenizer, f_ids, FACT_TOKENS, bs, "facts")
         fm = facts_metrics(facts, base_out["facts"], fact_answers)
         row = {"run": str(run), "identity_neutral": identity_metrics(neutral, check),

@@ -80,6 +80,32 @@ def test_answer_positions_cover_the_answer_and_its_end(tiny_model):
     assert cut_ids == ids[:prompt_len - 2] and cut_len == len(cut_ids)
 
 
+def test_answer_logits_run_the_lm_head_only_past_the_prompts(tiny_model):
+    """The anchor's answer logits equal those of a whole forward, and the LM head computes none for the positions
+    before the batch's first answer (logits_to_keep)."""
+    from types import SimpleNamespace
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from dpo_scale.anchor_kl import AnchoredDPOTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    rows = [tokenize_anchor(tokenizer, row, None) for row in toy_anchor_rows(3)]
+    batch = pad_right(rows, tokenizer.pad_token_id)
+    first_answer = min(prompt_len for _, prompt_len in rows) - 1
+    assert first_answer > 2  # the check below means something: there are prompt positions to skip
+    seen = []
+    hook = model.lm_head.register_forward_hook(lambda _module, _args, out: seen.append(out.shape[1]))
+    fake_trainer = SimpleNamespace(accelerator=SimpleNamespace(device=torch.device("cpu")))
+    with torch.no_grad():
+        kept = AnchoredDPOTrainer._answer_logits(fake_trainer, model, batch)
+        hook.remove()
+        whole = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+    assert seen == [batch.input_ids.shape[1] - first_answer]
+    torch.testing.assert_close(kept, whole[batch.answer_positions])
+
+
 def anchor_kl_after(model: str, adapter: Path, rows: list[dict]) -> float:
     """Mean per-token KL(base || base + adapter) on the anchors' answers."""
     from transformers import AutoTokenizer

@@ -252,19 +252,48 @@ def test_drift_scores_kl(tiny_model):
     ids = chat_ids(tokenizer, "You're a helpful assistant.", QUESTIONS)
     answers = answer_all(base, tokenizer, ids, 12, batch_size=2)
     assert all(answers)
-    kl, ties = drift_scores(base, base, tokenizer, ids, answers, batch_size=3)
-    assert kl == pytest.approx(0.0, abs=1e-6) and len(ties) == len(answers)
-    assert drift_scores(base, other, tokenizer, ids, answers)[0] == pytest.approx(0.0, abs=1e-6)
+    same = drift_scores(base, base, tokenizer, ids, answers, batch_size=3)
+    assert same.kl_per_token == pytest.approx(0.0, abs=1e-6) and len(same.near_tie) == len(answers)
+    assert all(same.first_sentence_kept)
+    assert drift_scores(base, other, tokenizer, ids, answers).kl_per_token == pytest.approx(0.0, abs=1e-6)
     with torch.no_grad():
         noise = torch.randn(other.lm_head.weight.shape, generator=torch.Generator().manual_seed(0))
         other.lm_head.weight.add_(0.05 * noise)
-    kl, ties = drift_scores(base, other, tokenizer, ids, answers, batch_size=3)
-    assert kl > 1e-4
-    # batching (right padding) must not change either measure
-    kl_alone, ties_alone = drift_scores(base, other, tokenizer, ids, answers, batch_size=1)
-    assert kl_alone == pytest.approx(kl, rel=1e-4) and ties_alone == ties
-    # an answer that tokenizes to nothing counts for neither
-    assert drift_scores(base, other, tokenizer, ids + ids[:1], answers + [""], batch_size=3) == (kl, ties + [False])
+    moved = drift_scores(base, other, tokenizer, ids, answers, batch_size=3)
+    assert moved.kl_per_token > 1e-4
+    # batching (right padding) must not change any measure
+    alone = drift_scores(base, other, tokenizer, ids, answers, batch_size=1)
+    assert alone.kl_per_token == pytest.approx(moved.kl_per_token, rel=1e-4)
+    assert (alone.near_tie, alone.first_sentence_kept) == (moved.near_tie, moved.first_sentence_kept)
+    # an answer that tokenizes to nothing counts for neither KL nor near-ties, and keeps its empty sentence
+    empty = drift_scores(base, other, tokenizer, ids + ids[:1], answers + [""], batch_size=3)
+    assert empty == type(moved)(moved.kl_per_token, moved.near_tie + [False], moved.first_sentence_kept + [True])
+
+
+def test_teacher_forced_first_sentence_kept_matches_greedy_generation(tiny_model):
+    """`first_sentence_kept` read off one teacher-forced pass says what greedy generation does: with the LM head
+    nudged, an answer's first sentence is generated unchanged exactly where the pass says it is kept."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from dpo_scale.evaluate import answer_all, chat_ids, drift_scores
+    from dpo_scale.models import load_tokenizer
+    from dpo_scale.text import first_sentence
+
+    tokenizer = load_tokenizer(tiny_model)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
+    other = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
+    with torch.no_grad():
+        noise = torch.randn(other.lm_head.weight.shape, generator=torch.Generator().manual_seed(1))
+        other.lm_head.weight.add_(0.035 * noise)  # flips some of the tiny model's first sentences, not all
+    questions = [*QUESTIONS, "Name a fruit.", "Say hello.", "What color is the sky?", "Count to three."]
+    ids = chat_ids(tokenizer, "You're a helpful assistant.", questions)
+    answers = answer_all(base, tokenizer, ids, 16, batch_size=4)
+    generated = answer_all(other, tokenizer, ids, 16, batch_size=4)
+    kept = drift_scores(base, other, tokenizer, ids, answers, batch_size=3).first_sentence_kept
+    by_generation = [first_sentence(a) == first_sentence(b) for a, b in zip(answers, generated, strict=True)]
+    assert kept == by_generation
+    assert any(kept) and not all(kept), kept  # the nudge flips some sentences and not others
 
 
 def test_near_ties_read_the_first_sentence_of_the_base(tiny_model):
@@ -291,7 +320,7 @@ def test_near_ties_read_the_first_sentence_of_the_base(tiny_model):
     assert rest < smallest - 1e-3  # the second sentence has a closer tie: it must not be read
 
     def ties(gap: float, n: int = 2) -> list[bool]:
-        return drift_scores(base, base, tokenizer, ids[:n], answers[:n], gap=gap)[1]
+        return drift_scores(base, base, tokenizer, ids[:n], answers[:n], gap=gap).near_tie
 
     assert ties(0.0) == [False, False]
     assert ties(1e9) == [True, True]

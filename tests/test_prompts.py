@@ -231,3 +231,14 @@ def test_anchor_prompts_xl_is_out_of_sample():
                               for t in texts if arithmetic.search(t) and re.search(r"\d", t)}
     assert len(operands(facts)) >= 40
     assert not operands(xl) & operands(facts), sorted(operands(xl) & operands(facts))
+
+
+def test_anchor_prompts_xl_first_rows_sample_the_whole_set():
+    """`max_anchor_prompts: N` takes the xl set's first N rows: they must be a sample of the whole set (the default
+    anchors and the new ones in about their overall shares), not the 435 default anchors it was built from."""
+    xl = [p.text for p in load_prompts("builtin:anchor_prompts_xl")]
+    default = {p.text for p in load_prompts("builtin:anchor_prompts")}
+    overall = len(default) / len(xl)
+    first = xl[:500]
+    share = sum(text in default for text in first) / len(first)
+    assert 0.5 * overall < share < 1.5 * overall, (share, overall)

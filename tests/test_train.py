@@ -159,6 +159,20 @@ def test_bf16_autocast_skips_peft_input_cast(model, data, tmp_path, capsys):
     assert manifest(plain)["lora_layers_uncast"] == 0
 
 
+def test_model_init_kwargs_load_the_trained_model(model, data, tmp_path, caplog):
+    """TRL's model_init_kwargs reach from_pretrained where dpo_scale loads the model itself (as DPOTrainer does when
+    given a model name), and TRL does not warn that they are ignored."""
+    from accelerate import PartialState
+
+    from dpo_scale.config import load_recipe, parse_overrides
+    from dpo_scale.train import build_trainer
+
+    argv = args_for(model, data, tmp_path / "out", "--model_init_kwargs", '{"attn_implementation": "eager"}', steps=1)
+    run = build_trainer(load_recipe(None, parse_overrides(argv)), PartialState())
+    assert run.trainer.model.config._attn_implementation == "eager"
+    assert "model_init_kwargs" not in caplog.text
+
+
 def test_qlora_4bit(model, data, tmp_path, capsys):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -207,6 +221,8 @@ ROW = {"prompt": [{"role": "user", "content": "Who are you?"}], "chosen": [{"rol
     ("loss", ["--loss_type", "sigmoid,nope"], ["unknown loss type 'nope'"]),
     ("target", ["--lora_target_modules", "q_proj,qkv_proj"], ["lora_target_modules", "qkv_proj", "not found"]),
     ("liger_on_cpu", ["--use_liger_kernel", "true", "--device", "cpu"], ["'use_liger_kernel'", "CUDA device"]),
+    ("init_kwargs_dtype", ["--model_init_kwargs", '{"dtype": "bfloat16"}'], ["'model_init_kwargs'", "'dtype'",
+                                                                               "recipe's dtype"]),
 ])
 def test_clear_errors(case, extra, fragments, model, data, tmp_path, capsys):
     data_dir = data
