@@ -2,11 +2,10 @@
 
   (a) trl_tuned  TRL's DPOTrainer with a peft LoRA (r 16, all linear layers), adapter-off reference, tuned by
                  hand for this host: the host's fast precision (bf16 autocast where the CPU has AMX/AVX512-BF16),
-                 no gradient checkpointing, batch 4 x 2, whole answers, the same KL anchor as ours computed the
-                 straightforward way (a base forward per micro-step)
+                 no gradient checkpointing, the recipe's batch and eager attention, whole answers, the same KL
+                 anchor as ours (no identity-tail hold: it needs the name window), no reference log-probs precomputed
   (b) ours       `dpo_scale.train` with the default recipe (configs/smollm2_cpu.yaml): dtype auto, name window,
-                 reference log-probs precomputed when an epoch repeats, the base's anchor distributions cached
-                 once as top-k
+                 reference log-probs precomputed when an epoch repeats
   (c) ours_fp32  (b) with dtype float32: the figure of merit on an fp32 host
 
 Each runs in its own child process over the same pairs and anchors for `--epochs` epochs, from building the
@@ -38,7 +37,8 @@ from common import save_result  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 MODES = ("trl_tuned", "ours", "ours_fp32")
 # `--levers`: ours with one lever off at a time, each lever's share measured in one run against ours
-LEVER_OFF = {"ours_no_name_window": {"name_window_tokens": None},
+# the identity-tail hold reads the name window: off with it
+LEVER_OFF = {"ours_no_name_window": {"name_window_tokens": None, "hold_identity_tails": False},
              "ours_no_precompute": {"precompute_ref_log_probs": False},
              "ours_no_eager_attention": {"model_init_kwargs": None}}
 
@@ -96,7 +96,8 @@ def child(mode: str, data_dir: str, epochs: float, out_dir: str) -> None:
         overrides["dtype"] = "float32"
     overrides.update(LEVER_OFF.get(mode, {}))
     if mode == "trl_tuned":
-        overrides.update({"name_window_tokens": None, "precompute_ref_log_probs": False, "anchor_top_k": None})
+        overrides.update({"name_window_tokens": None, "hold_identity_tails": False, "precompute_ref_log_probs": False,
+                          "anchor_top_k": None})
     recipe = load_recipe(str(REPO / "configs" / "smollm2_cpu.yaml"), overrides)
     timing: dict = {"step_starts": [], "flops": None}
 
