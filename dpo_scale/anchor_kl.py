@@ -25,7 +25,16 @@ from trl import DPOTrainer
 
 from dpo_scale.errors import DpoScaleError
 from dpo_scale.name_window import tail_start
-from dpo_scale.teacher_forcing import TeacherForcedBatch, TopK, kl_per_position, kl_top_k, pad_id, pad_right, top_k
+from dpo_scale.teacher_forcing import (
+    TeacherForcedBatch,
+    TopK,
+    answer_logits,
+    kl_per_position,
+    kl_top_k,
+    pad_id,
+    pad_right,
+    top_k,
+)
 
 log = logging.getLogger(__name__)
 
@@ -100,14 +109,7 @@ class AnchoredDPOTrainer(DPOTrainer):
                  self.state.max_steps, use)
 
     def _answer_logits(self, model, batch: TeacherForcedBatch) -> torch.Tensor:
-        """The logits that predict answer tokens, rows one after another. The LM head runs only from the batch's
-        first such position on (transformers' `logits_to_keep`), not over the prompts."""
-        device = self.accelerator.device
-        ids, attention = batch.input_ids.to(device), batch.attention_mask.to(device)
-        first = first_answer_position(batch.answer_positions)
-        logits = model(input_ids=ids, attention_mask=attention, use_cache=False,
-                       logits_to_keep=ids.shape[1] - first).logits
-        return logits[batch.answer_positions[:, first:].to(device)]
+        return answer_logits(model, batch, self.accelerator.device)
 
     def _cache_base_top_k(self, model) -> list[TopK]:
         """Every anchor's base distributions (adapter off) as top-k, in batches. All ranks run the same number of
@@ -164,12 +166,6 @@ class AnchoredDPOTrainer(DPOTrainer):
             loss, outputs = result
             return loss + self.anchor_kl_weight * kl, outputs
         return result + self.anchor_kl_weight * kl
-
-
-def first_answer_position(answer_positions: torch.Tensor) -> int:
-    """The first column of a [rows, length] mask that holds a position to score (0 when it holds none)."""
-    columns = answer_positions.any(dim=0).nonzero()
-    return int(columns[0]) if len(columns) else 0
 
 
 def identity_tails(dataset, window: int, max_length: int | None) -> list[tuple[list[int], int]]:

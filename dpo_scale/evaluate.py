@@ -123,9 +123,9 @@ def answer_all(model, tokenizer, prompt_ids: list[list[int]], max_new_tokens: in
 
 def _answer_logits(model, batch: TeacherForcedBatch) -> torch.Tensor:
     """The model's logits that predict the batch's answer tokens, as float32 on the CPU (one forward pass)."""
-    device = model.device
-    logits = model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device)).logits
-    return logits[batch.answer_positions.to(logits.device)].float().cpu()
+    from dpo_scale.teacher_forcing import answer_logits
+
+    return answer_logits(model, batch, model.device).float().cpu()
 
 
 @dataclass(frozen=True)

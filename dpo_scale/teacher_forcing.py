@@ -45,6 +45,16 @@ def pad_right(rows: list[tuple[list[int], int]], pad_id: int) -> TeacherForcedBa
     return TeacherForcedBatch(input_ids, attention_mask, answer_positions)
 
 
+def answer_logits(model, batch: TeacherForcedBatch, device) -> torch.Tensor:
+    """One forward of `batch` on `device`: the logits that predict its answer tokens, rows one after another. The LM
+    head runs only from the batch's first such position on (transformers' `logits_to_keep`), not over the prompts."""
+    ids, attention = batch.input_ids.to(device), batch.attention_mask.to(device)
+    columns = batch.answer_positions.any(dim=0).nonzero()
+    first = int(columns[0]) if len(columns) else 0
+    logits = model(input_ids=ids, attention_mask=attention, use_cache=False, logits_to_keep=ids.shape[1] - first).logits
+    return logits[batch.answer_positions[:, first:].to(logits.device)]
+
+
 def kl_per_position(ref_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     """KL(ref || policy) of the full next-token distributions at each position (last dim: vocabulary).
 
