@@ -143,6 +143,10 @@ class Recipe:
     precompute_ref_log_probs: bool | None = setting(
         None, "DPO's reference log-probs (adapter off) once per pair before training, not once per pair per epoch. "
         "null: on when it saves forwards (num_train_epochs > 1)")
+    prefix_sharing: bool = setting(
+        True, "run each DPO pair as one row: the tokens chosen and rejected share (prompt, answer up to the name) "
+        "once, then each answer's own tokens, under a 4D attention mask (dpo_scale/prefix_sharing.py); same "
+        "log-probs as TRL's two rows. Needs eager or sdpa attention (skipped with a warning otherwise)")
     use_liger_kernel: bool = setting(False, "Liger's Triton kernels for RMSNorm, SwiGLU and RoPE (CUDA only; "
                                      "pip install -e '.[liger]'); benchmarks/RESULTS.md has the measured gain")
     report_to: list[str] = setting(doc="loggers, e.g. tensorboard,wandb (none: no logger)",

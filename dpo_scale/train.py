@@ -331,6 +331,7 @@ class TrainingRun:
     pairs: int
     lora_layers_uncast: int
     precision: Any  # dpo_scale.precision's choice for the train stage
+    shares_prefixes: bool = False  # DPO pairs run packed (prefix_sharing)
 
 
 def train(recipe: Recipe, callbacks: list | None = None) -> Path:
@@ -436,7 +437,18 @@ def build_trainer(recipe: Recipe, state, ddp_backend: str | None = None, callbac
     from dpo_scale.lora_speed import speed_up_lora
 
     lora_layers_uncast = speed_up_lora(trainer)  # 0 without LoRA layers or without autocast
-    return TrainingRun(trainer, tokenizer, model_path, metrics_file, len(dataset), lora_layers_uncast, precision)
+    shares_prefixes = recipe.prefix_sharing and share_prefixes(trainer)
+    return TrainingRun(trainer, tokenizer, model_path, metrics_file, len(dataset), lora_layers_uncast, precision,
+                       shares_prefixes)
+
+
+def share_prefixes(trainer) -> bool:
+    """Pack each DPO pair into one row (dpo_scale/prefix_sharing.py) in the model whose forward TRL fused with its LM
+    head: the base model under a peft adapter."""
+    from dpo_scale.prefix_sharing import share_pair_prefixes
+
+    model = trainer.model
+    return share_pair_prefixes(model.get_base_model() if hasattr(model, "get_base_model") else model)
 
 
 def publish_adapter(recipe: Recipe, run: TrainingRun, state, facts: dict) -> Path:
@@ -463,7 +475,7 @@ def publish_adapter(recipe: Recipe, run: TrainingRun, state, facts: dict) -> Pat
                 "pairs": run.pairs, "global_step": trainer.state.global_step, "bf16": args.bf16,
                 "precision": run.precision.as_dict(),
                 "adapter_dtype": str(next((p.dtype for p in trainer.model.parameters() if p.requires_grad), None)),
-                "lora_layers_uncast": run.lora_layers_uncast,
+                "lora_layers_uncast": run.lora_layers_uncast, "prefix_sharing": run.shares_prefixes,
                 "gradient_checkpointing": args.gradient_checkpointing,
                 "gradient_checkpointing_kwargs": args.gradient_checkpointing_kwargs,
                 **facts, "recipe": recipe.to_dict(),
