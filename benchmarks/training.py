@@ -19,8 +19,9 @@ i.e. every matmul, batched matmul and attention kernel the step actually runs: t
 backward, the reference forward (when not precomputed) and the anchor passes (policy, and the base when not
 cached). The peak is the best of several square GEMMs (torch.mm, 2048 x 2048) in that dtype on this host.
 
-  python benchmarks/training.py [--pairs 64] [--epochs 2]
-Writes benchmarks/results/training.json.
+  python benchmarks/training.py [--pairs 64] [--epochs 2]   -> benchmarks/results/training.json
+  python benchmarks/training.py --levers                    -> training_levers.json (each lever off in turn)
+  python benchmarks/training.py --lever prefix_sharing      -> training_lever_prefix_sharing.json (one lever)
 """
 
 from __future__ import annotations
@@ -156,14 +157,16 @@ def main() -> None:
     ap.add_argument("--epochs", type=float, default=2.0)
     ap.add_argument("--child", choices=(*MODES, *LEVER_OFF))
     ap.add_argument("--levers", action="store_true", help="ours, then ours with each lever off (training_levers.json)")
+    ap.add_argument("--lever", choices=[m.removeprefix("ours_no_") for m in LEVER_OFF],
+                    help="ours against ours with this one lever off (training_lever_<name>.json)")
     ap.add_argument("--data_dir")
     ap.add_argument("--out")
     args = ap.parse_args()
     if args.child:
         child(args.child, args.data_dir, args.epochs, args.out)
         return
-    if args.levers:
-        levers(args)
+    if args.levers or args.lever:
+        levers(args, [f"ours_no_{args.lever}"] if args.lever else list(LEVER_OFF))
         return
     peaks = {dtype: round(gemm_peak(dtype), 1) for dtype in ("float32", "bfloat16")}
     with tempfile.TemporaryDirectory() as tmp:
@@ -195,21 +198,21 @@ def main() -> None:
     print("written:", save_result("training", figures))
 
 
-def levers(args) -> None:
+def levers(args, modes: list[str]) -> None:
     """Each of ours' levers alone: ours against ours with that one lever off, same data, one run."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         data_dir = build_data(tmp / "data", args.pairs, args.anchors)
-        rows = {mode: run_child(mode, data_dir, args.epochs, tmp) for mode in ("ours", *LEVER_OFF)}
+        rows = {mode: run_child(mode, data_dir, args.epochs, tmp) for mode in ("ours", *modes)}
     gain = {mode.removeprefix("ours_no_"): round(rows["ours"]["pairs_per_s"] / rows[mode]["pairs_per_s"], 3)
-            for mode in LEVER_OFF}
+            for mode in modes}
     print(f"{'mode':22} {'seconds':>8} {'pairs/s':>8}")
     for mode, r in rows.items():
         print(f"{mode:22} {r['seconds']:8.1f} {r['pairs_per_s']:8.3f}")
     print("pairs/s of ours over ours without the lever:", gain)
-    print("written:", save_result("training_levers", {
+    print("written:", save_result(f"training_lever_{args.lever}" if args.lever else "training_levers", {
         "settings": {"pairs": args.pairs, "anchors": args.anchors, "epochs": args.epochs},
         "speedup_from_lever": gain, "raw": rows}))
 
