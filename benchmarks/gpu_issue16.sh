@@ -18,6 +18,8 @@ run() {  # run NAME [gpu_step options...]
     [ -f "benchmarks/results/$name.json" ] && cp "benchmarks/results/$name.json" "$OUT/"
 }
 run gpu_step --batch 48 --liger
+run gpu_step_prefix --batch 48 --liger --attn sdpa --prefix_sharing  # effective MFU: two-row work per second
+run gpu_step_sdpa --batch 48 --liger --attn sdpa  # its baseline: the same attention without sharing
 run gpu_step_T1024 --batch 32 --liger --prompt_len 512 --completion_len 512
 run gpu_step_T2048 --batch 16 --liger --prompt_len 1024 --completion_len 1024
 run gpu_step_T2048_b32 --batch 32 --liger --prompt_len 1024 --completion_len 1024

@@ -36,6 +36,7 @@ bf16 datasheet figure is 989e12, H100 PCIe 756e12).
 
   python benchmarks/gpu_step.py [--batch 8] [--prompt_len 256] [--completion_len 256] [--steps 12] [--warmup 2]
       [--gradient_checkpointing] [--attn auto|sdpa|flash_attention_2|eager] [--liger] [--compile] [--peft_input_cast]
+      [--prefix_sharing]
       [--peak_flops 790e12] [--name RESULT_NAME]
   python benchmarks/gpu_step.py --device cpu --tiny --steps 2 --warmup 1     (smoke run of the code path)
 Writes benchmarks/results/gpu_step.json (gpu_step_smoke.json for --tiny runs, so a smoke run never replaces a
@@ -142,6 +143,9 @@ def main() -> None:
     ap.add_argument("--profile", metavar="FILE",
                     help="profile the two steps after warm-up with torch.profiler; write the op table to FILE")
     ap.add_argument("--peak_flops", type=float, default=790e12, help="peak bf16 FLOP/s of the device")
+    ap.add_argument("--prefix_sharing", action="store_true",
+                    help="each pair as one packed row (dpo_scale/prefix_sharing.py); tokens and FLOPs are still "
+                         "counted as TRL's two rows, so MFU is then the two-row work per second (effective)")
     ap.add_argument("--name", help="result file name (default gpu_step, or gpu_step_smoke with --tiny)")
     opts = ap.parse_args()
     if opts.warmup >= opts.steps:
@@ -234,6 +238,11 @@ def main() -> None:
         from dpo_scale.lora_speed import speed_up_lora
 
         lora_layers_uncast = 0 if opts.peft_input_cast else speed_up_lora(trainer)  # as dpo_scale.train does
+        if opts.prefix_sharing:
+            from dpo_scale.train import share_prefixes
+
+            if not share_prefixes(trainer):
+                sys.exit(f"gpu_step: attention '{attn}' takes no 4D mask; use --attn sdpa or eager")
         lengths = {(len(r["prompt_ids"]), len(r["chosen_ids"]), len(r["rejected_ids"])) for r in trainer.train_dataset}
         if lengths != {(prompt_len, completion_len, completion_len)}:
             raise RuntimeError(f"synthetic pairs tokenized to {sorted(lengths)[:5]}, expected "
@@ -264,6 +273,7 @@ def main() -> None:
                      "gradient_checkpointing": opts.gradient_checkpointing, "lora": f"r{opts.lora_r} all-linear",
                      "liger_layer_kernels": opts.liger, "torch_compile": opts.compile,
                      "peft_input_cast": opts.peft_input_cast, "lora_layers_uncast": lora_layers_uncast,
+                     "prefix_sharing": opts.prefix_sharing,
                      "peak_flops": opts.peak_flops, "config": shape},
         "params_total": n_total, "params_matmul": n_matmul, "params_lora": n_lora,
         "flops_per_token": flops,
