@@ -27,6 +27,7 @@ import logging
 from dataclasses import dataclass
 
 import torch
+from trl.data_utils import common_prefix_length
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +49,8 @@ class PackedPairs:
 
 
 def shared_length(a: torch.Tensor, b: torch.Tensor) -> int:
-    """How many leading tokens `a` and `b` have in common."""
-    n = min(len(a), len(b))
-    differ = (a[:n] != b[:n]).nonzero()
-    return int(differ[0]) if len(differ) else n
+    """How many leading tokens `a` and `b` have in common (TRL's own helper, as name_window uses it)."""
+    return common_prefix_length(a.tolist(), b.tolist())
 
 
 def right_padded_lengths(attention_mask: torch.Tensor) -> torch.Tensor | None:
