@@ -43,8 +43,7 @@ MODES = ("trl_tuned", "ours", "ours_fp32")
 LEVER_OFF = {"ours_no_name_window": {"name_window_tokens": None, "hold_identity_tails": False},
              "ours_no_precompute": {"precompute_ref_log_probs": False},
              "ours_no_eager_attention": {"model_init_kwargs": None},
-             "ours_no_prefix_sharing": {"prefix_sharing": False},
-             "ours_no_compact_lm_head": {"compact_lm_head": False}}
+             "ours_no_prefix_sharing": {"prefix_sharing": False}}
 
 
 def gemm_peak(dtype_name: str, size: int = 2048, repeats: int = 5) -> float:
@@ -101,8 +100,7 @@ def child(mode: str, data_dir: str, epochs: float, out_dir: str) -> None:
     overrides.update(LEVER_OFF.get(mode, {}))
     if mode == "trl_tuned":
         overrides.update({"name_window_tokens": None, "hold_identity_tails": False, "precompute_ref_log_probs": False,
-                          "anchor_top_k": None, "prefix_sharing": False,
-                          "compact_lm_head": False})
+                          "anchor_top_k": None, "prefix_sharing": False})
     recipe = load_recipe(str(REPO / "configs" / "smollm2_cpu.yaml"), overrides)
     timing: dict = {"step_starts": [], "flops": None}
 

@@ -147,9 +147,6 @@ class Recipe:
         True, "run each DPO pair as one row: the tokens chosen and rejected share (prompt, answer up to the name) "
         "once, then each answer's own tokens, under a 4D attention mask (dpo_scale/prefix_sharing.py); same "
         "log-probs as TRL's two rows. Needs eager or sdpa attention (skipped with a warning otherwise)")
-    compact_lm_head: bool = setting(
-        True, "TRL's fused LM head scores only the positions that have a label on CPU too, as TRL does on CUDA "
-        "(dpo_scale/compact_lm_head.py); the same per-token outputs, fewer FLOPs")
     use_liger_kernel: bool = setting(False, "Liger's Triton kernels for RMSNorm, SwiGLU and RoPE (CUDA only; "
                                      "pip install -e '.[liger]'); benchmarks/RESULTS.md has the measured gain")
     report_to: list[str] = setting(doc="loggers, e.g. tensorboard,wandb (none: no logger)",

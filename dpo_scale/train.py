@@ -438,10 +438,6 @@ def build_trainer(recipe: Recipe, state, ddp_backend: str | None = None, callbac
 
     lora_layers_uncast = speed_up_lora(trainer)  # 0 without LoRA layers or without autocast
     shares_prefixes = recipe.prefix_sharing and share_prefixes(trainer)
-    if recipe.compact_lm_head:
-        from dpo_scale.compact_lm_head import compact_lm_head_on_cpu
-
-        compact_lm_head_on_cpu()  # process-wide: every fused-head forward of this run, policy and reference
     return TrainingRun(trainer, tokenizer, model_path, metrics_file, len(dataset), lora_layers_uncast, precision,
                        shares_prefixes)
 
