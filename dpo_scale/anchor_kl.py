@@ -58,7 +58,8 @@ class AnchoredDPOTrainer(DPOTrainer):
     `anchor_rows` must not be empty: `train.read_pairs` refuses anchor_kl_weight > 0 without anchor rows."""
 
     def __init__(self, *args, anchor_rows: list[dict], anchor_kl_weight: float, anchor_batch_size: int,
-                 anchor_top_k: int | None = None, hold_identity_tails: int | None = None, **kwargs):
+                 anchor_top_k: int | None = None, hold_identity_tails: int | None = None,
+                 identity_tail_tokens: int | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.anchor_kl_weight = anchor_kl_weight
         self.anchor_batch_size = anchor_batch_size
@@ -71,7 +72,7 @@ class AnchoredDPOTrainer(DPOTrainer):
         rank, world = self.accelerator.process_index, self.accelerator.num_processes
         self._anchors = tokenized[rank::world] or tokenized
         # hold_identity_tails = the name window's size: the chosen answers past it, as (ids, first held token)
-        tails = identity_tails(self.train_dataset, hold_identity_tails, self.args.max_length) \
+        tails = identity_tails(self.train_dataset, hold_identity_tails, self.args.max_length, identity_tail_tokens) \
             if hold_identity_tails else []
         self._tails = tails[rank::world] or tails
         self._anchor_calls: int | None = None
@@ -168,13 +169,17 @@ class AnchoredDPOTrainer(DPOTrainer):
         return result + self.anchor_kl_weight * kl
 
 
-def identity_tails(dataset, window: int, max_length: int | None) -> list[tuple[list[int], int]]:
-    """Each tokenized pair's prompt + chosen answer and the position of its first token past the name window;
-    pairs without a name (chosen == rejected) or with nothing past the window are left out."""
+def identity_tails(dataset, window: int, max_length: int | None,
+                   tail_tokens: int | None = None) -> list[tuple[list[int], int]]:
+    """Each tokenized pair's prompt + chosen answer (up to `tail_tokens` past the name window) and the position of
+    its first token past the window; pairs without a name (chosen == rejected) or with nothing past the window are
+    left out."""
     tails = []
     for row in dataset:
         start = tail_start(row["chosen_ids"], row["rejected_ids"], window)
         ids = list(row["prompt_ids"]) + list(row["chosen_ids"])
+        if start is not None and tail_tokens:
+            ids = ids[: len(row["prompt_ids"]) + start + tail_tokens]
         ids = ids[:max_length] if max_length else ids
         if start is not None and len(row["prompt_ids"]) + start < len(ids):
             tails.append((ids, len(row["prompt_ids"]) + start))

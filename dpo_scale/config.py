@@ -166,6 +166,9 @@ class Recipe:
         False, "also hold each identity answer's tokens past the name window to the base (KL, weighted and batched "
         "like the anchors; needs name_window_tokens and anchor_kl_weight > 0): the rest of an answer that names the "
         "model stays what the base says after that name")
+    identity_tail_tokens: int | None = setting(
+        None, "with hold_identity_tails: hold at most this many tokens of each identity answer past the name window "
+        "(the ones right after the name); null: to the answer's end")
     name_window_tokens: int | None = setting(
         None, "train each identity answer only up to this many tokens past its first name token (where chosen and "
         "rejected first differ); the rest of the answer and its end-of-turn stay out of the loss "
@@ -248,6 +251,8 @@ class Recipe:
             raise bad("anchor_top_k", "must be > 0 or null")
         if self.hold_identity_tails and not (self.name_window_tokens and self.anchor_kl_weight > 0):
             raise bad("hold_identity_tails", "needs name_window_tokens and anchor_kl_weight > 0")
+        if self.identity_tail_tokens is not None and self.identity_tail_tokens <= 0:
+            raise bad("identity_tail_tokens", "must be > 0 or null")
         if self.anchor_batch_size is not None and self.anchor_batch_size <= 0:
             raise bad("anchor_batch_size", "must be > 0 or null")
         if self.anchor_kl_weight > 0 and not self.use_lora:

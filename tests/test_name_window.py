@@ -101,6 +101,17 @@ def test_identity_tails_start_past_the_window_and_skip_rows_without_one():
             {"prompt_ids": [5], "chosen_ids": [20, 99], "rejected_ids": [30, 99]}]  # nothing past the window
     assert identity_tails(rows, 2, None) == [([5, 6, 10, 11, 20, 21, 12, 13, 99], 6)]
     assert identity_tails(rows, 2, 6) == []  # max_length cuts the tail away
+    # identity_tail_tokens: the first N tokens past the window, the prompt and window kept whole
+    assert identity_tails(rows, 2, None, 2) == [([5, 6, 10, 11, 20, 21, 12, 13], 6)]
+    assert identity_tails(rows, 2, None, 100) == identity_tails(rows, 2, None)
+
+
+def test_identity_tail_tokens_must_be_positive():
+    from dpo_scale.config import load_recipe, parse_overrides
+    from dpo_scale.errors import DpoScaleError
+
+    with pytest.raises(DpoScaleError, match="identity_tail_tokens"):
+        load_recipe(None, parse_overrides(["--identity_tail_tokens", "0"]))
 
 
 def _tail_kl(model: str, adapter, rows: list[dict], window: int) -> float:
