@@ -595,6 +595,13 @@ def main(argv: list[str] | None = None) -> int:
     except DpoScaleError as e:
         print(f"dpo_scale.train: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        # accelerate's end-of-script cleanup (what Accelerator.end_training does): a gloo group left to the
+        # interpreter's exit once aborted rank 0 after the adapter was saved ("terminate called without an active
+        # exception", a 2-process run under Slurm in CI)
+        from accelerate import PartialState
+
+        PartialState().destroy_process_group()
     return 0
 
 

@@ -339,3 +339,18 @@ def test_anchors_file_rows_and_legacy_anchor_pairs(tmp_path):
     write_jsonl(data / "anchors.jsonl", [{"prompt": toy_anchor_rows(1)[0]["prompt"]}])
     with pytest.raises(DpoScaleError, match=r"anchors.jsonl, row 1, field 'completion': missing"):
         load_pairs(recipe)
+
+
+def test_main_destroys_its_process_group(model, data, tmp_path, capsys):
+    """The training entry point ends the process group it trained in (accelerate's end-of-script cleanup) instead of
+    leaving gloo to the interpreter's exit, where rank 0 once aborted after saving the adapter."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        rc, err = run_main(args_for(model, data, tmp_path / "run", steps=1), capsys)
+        assert rc == 0, err[-3000:]
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
