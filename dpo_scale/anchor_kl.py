@@ -177,10 +177,12 @@ def identity_tails(dataset, window: int, max_length: int | None,
     tails = []
     for row in dataset:
         start = tail_start(row["chosen_ids"], row["rejected_ids"], window)
+        if start is None:
+            continue
+        first_held = len(row["prompt_ids"]) + start
         ids = list(row["prompt_ids"]) + list(row["chosen_ids"])
-        if start is not None and tail_tokens:
-            ids = ids[: len(row["prompt_ids"]) + start + tail_tokens]
+        ids = ids[: first_held + tail_tokens] if tail_tokens else ids
         ids = ids[:max_length] if max_length else ids
-        if start is not None and len(row["prompt_ids"]) + start < len(ids):
-            tails.append((ids, len(row["prompt_ids"]) + start))
+        if first_held < len(ids):
+            tails.append((ids, first_held))
     return tails

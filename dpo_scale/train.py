@@ -598,10 +598,14 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         # accelerate's end-of-script cleanup (what Accelerator.end_training does): a gloo group left to the
         # interpreter's exit once aborted rank 0 after the adapter was saved ("terminate called without an active
-        # exception", a 2-process run under Slurm in CI)
-        from accelerate import PartialState
+        # exception", a 2-process run under Slurm in CI). Only a group training started: an error before it must
+        # not start a rendezvous here.
+        import torch.distributed as dist
 
-        PartialState().destroy_process_group()
+        if dist.is_available() and dist.is_initialized():
+            from accelerate import PartialState
+
+            PartialState().destroy_process_group()
     return 0
 
 
