@@ -169,6 +169,11 @@ class Recipe:
     identity_tail_tokens: int | None = setting(
         None, "with hold_identity_tails: hold at most this many tokens of each identity answer past the name window "
         "(the ones right after the name); null: to the answer's end")
+    oversample_prompts_matching: str | None = setting(
+        None, "a regular expression searched in each pair's prompt (its last user turn): matching pairs are trained "
+        "oversample_times times per epoch (dpo_scale/oversample.py); null: every pair once")
+    oversample_times: int = setting(1, "how many times a pair matching oversample_prompts_matching is trained per "
+                                    "epoch (1: once, like the others)")
     name_window_tokens: int | None = setting(
         None, "train each identity answer only up to this many tokens past its first name token (where chosen and "
         "rejected first differ); the rest of the answer and its end-of-turn stay out of the loss "
@@ -253,6 +258,12 @@ class Recipe:
             raise bad("hold_identity_tails", "needs name_window_tokens and anchor_kl_weight > 0")
         if self.identity_tail_tokens is not None and self.identity_tail_tokens <= 0:
             raise bad("identity_tail_tokens", "must be > 0 or null")
+        if self.oversample_times < 1:
+            raise bad("oversample_times", f"must be >= 1, got {self.oversample_times}")
+        if self.oversample_prompts_matching is not None:
+            from dpo_scale.oversample import compile_pattern
+
+            compile_pattern(self.oversample_prompts_matching)
         if self.anchor_batch_size is not None and self.anchor_batch_size <= 0:
             raise bad("anchor_batch_size", "must be > 0 or null")
         if self.anchor_kl_weight > 0 and not self.use_lora:

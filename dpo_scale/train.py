@@ -26,6 +26,7 @@ from dpo_scale.cpu_env import deepspeed_launch as _deepspeed_launch
 from dpo_scale.cpu_env import training_state_kwargs
 from dpo_scale.errors import DpoScaleError
 from dpo_scale.io import empty_tensors, read_json, read_jsonl, replace_folder, write_json
+from dpo_scale.oversample import oversample
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ def load_pairs(recipe: Recipe):
     from datasets import Dataset
 
     pairs, anchors = read_pairs(recipe)
+    pairs = oversample(pairs, recipe.oversample_prompts_matching, recipe.oversample_times)
     if recipe.anchor_kl_weight <= 0:
         pairs += [{"prompt": a["prompt"], "chosen": a["completion"], "rejected": a["completion"]} for a in anchors]
         anchors = []
