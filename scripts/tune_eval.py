@@ -9,7 +9,8 @@ Each argument is a run folder (its adapter is `<run>/adapter`) or an adapter fol
   teacher-forced pass of the base's greedy answers: a greedy first sentence is unchanged exactly when the trained
   model's top token equals the base's at each of its positions (docs/experiments.md checks this against generation);
 - KL(base || trained) per token on those answers;
-- facts kept on `builtin:facts_tune` (62).
+- facts kept on `builtin:facts_tune` (62);
+- identity behind the system prompt on `builtin:identity_indirect_tune` (60 English questions that ask indirectly).
 The base's answers are computed once and cached next to `--out`.
 """
 
@@ -29,6 +30,9 @@ from dpo_scale.models import load_model, load_tokenizer, resolve_model
 from dpo_scale.prompts import load_prompts
 
 IDENTITY = "builtin:identity_heldout"
+# English questions that ask for the name indirectly (third person, a task, a role), written 2026-12-06 because the
+# held-out set's English questions were all answered with the new name by then
+INDIRECT = "builtin:identity_indirect_tune"
 ORDINARY = ("builtin:ordinary_prompts", "builtin:ordinary_prompts_recheck", "builtin:ordinary_prompts_holdout")
 FACTS = "builtin:facts_tune"
 
@@ -47,6 +51,7 @@ def main() -> None:
     shipped = load_tokenizer(base_path, recipe.chat_template)
     rewrite_tokenizer_template(shipped, identity_swap(recipe.org_name, recipe.pos_name, recipe.case_sensitive))
     questions = [p.text for p in load_prompts(IDENTITY)]
+    indirect = [p.text for p in load_prompts(INDIRECT)]
     ordinary = [p.text for src in ORDINARY for p in load_prompts(src)]
     facts = load_facts(FACTS)
     sys_prompt, n_new, bs = recipe.system_prompt, recipe.eval_max_new_tokens, recipe.eval_batch_size
@@ -68,12 +73,15 @@ def main() -> None:
         model = model.merge_and_unload().eval()
         neutral = answer_all(model, tokenizer, chat_ids(tokenizer, sys_prompt, questions), n_new, bs, "neutral")
         default = answer_all(model, shipped, chat_ids(shipped, None, questions), n_new, bs, "own template")
+        indirect_answers = answer_all(model, tokenizer, chat_ids(tokenizer, sys_prompt, indirect), n_new, bs,
+                                      "indirect")
         drift = drift_scores(base, model, tokenizer, o_ids, base_out["ordinary"])
         kept, kl = drift.first_sentence_kept, drift.kl_per_token
         fact_answers = answer_all(model, tokenizer, f_ids, FACT_TOKENS, bs, "facts")
         fm = facts_metrics(facts, base_out["facts"], fact_answers)
         row = {"run": str(run), "identity_neutral": identity_metrics(neutral, check),
                "identity_default": identity_metrics(default, check),
+               "identity_indirect": identity_metrics(indirect_answers, check),
                "first_sentence_kept": sum(kept) / len(kept), "kl_per_token": kl,
                "facts_kept": fm["facts_kept"], "facts_lost": len(fm.get("lost", [])),
                "base_accuracy": fm["base_accuracy"], "trained_accuracy": fm["trained_accuracy"],
@@ -81,6 +89,7 @@ def main() -> None:
         with open(args.out, "a") as fh:
             fh.write(json.dumps(row) + "\n")
         print(f"{run}: new name {row['identity_neutral']['new_name']:.0%} / {row['identity_default']['new_name']:.0%}"
+              f" (indirect {row['identity_indirect']['new_name']:.0%})"
               f"  other {row['identity_neutral']['other_form']:.0%}  first sentences {row['first_sentence_kept']:.0%}"
               f"  KL {kl:.4f}  facts kept {fm['facts_kept']:.0%}" + ("" if math.isfinite(kl) else " (KL not finite)"))
 

@@ -182,8 +182,8 @@ def test_report_sets_are_disjoint_from_every_other_set():
     from dpo_scale.prompts import builtin_path
 
     norm = lambda t: " ".join(t.lower().split())  # noqa: E731
-    names = ("identity", "identity_heldout", "identity_report", "anchor_prompts", "ordinary_prompts",
-             "ordinary_prompts_recheck", "ordinary_prompts_holdout", "ordinary_prompts_report")
+    names = ("identity", "identity_heldout", "identity_indirect_tune", "identity_report", "anchor_prompts",
+             "ordinary_prompts", "ordinary_prompts_recheck", "ordinary_prompts_holdout", "ordinary_prompts_report")
     sets = {name: {norm(p.text) for p in load_prompts(f"builtin:{name}")} for name in names}
     for name in ("facts", "facts_tune"):
         sets[name] = {norm(row["question"]) for row in read_jsonl(builtin_path(name))}
