@@ -1,10 +1,10 @@
 """Repeat the training pairs whose prompt matches a pattern: more weight on a part of the identity set that the
 model learns poorly, without new data and without a loss of our own.
 
-The shipped identity set asks in English 948 times in 1000 and in Japanese, Chinese, Spanish, Portuguese, French or
-German 52 times. The base answers those 52 in garbled text, and after one epoch the trained model still named
-itself on only 28 of them (r 4 + tail 24 + SFT weight 2, 2026-12-06). Repeating them three times (`oversample_times:
-3` with the default pattern, prompts with a character outside ASCII) is the alignment-handbook `dataset_mixer` idea
+52 of the 1000 shipped identity prompts have a character outside ASCII, all of them questions in Japanese, Chinese,
+Spanish, Portuguese, French or German. The base answers such questions in garbled text, and after one epoch the
+trained model still named itself on only 28 of those 52 (r 4 + tail 24 + SFT weight 2, 2026-12-06). Repeating them
+three times (`oversample_times: 3` with the default recipe's pattern) is the alignment-handbook `dataset_mixer` idea
 at the level of rows: the trainer shuffles the copies into the epoch like any other pair (docs/experiments.md).
 """
 
