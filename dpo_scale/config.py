@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import functools
 import json
+import re
 import types
 import typing
 from collections.abc import Callable
@@ -139,6 +140,9 @@ class Recipe:
     lora_dropout: float = setting(0.0, "LoRA dropout")
     lora_target_modules: list[str] = setting(doc="module names that get adapters, or all-linear",
                                              factory=lambda: ["all-linear"])
+    lora_layers_to_transform: list[int] | None = setting(
+        None, "decoder layers that get adapters, by index: peft's layers_to_transform; ranges allowed, e.g. 15-29 "
+        "(null: every layer). Layers below the lowest one need no backward pass")
     load_in_4bit: bool = setting(False, "QLoRA: load the base in 4-bit NF4 (bitsandbytes); needs use_lora")
     precompute_ref_log_probs: bool | None = setting(
         None, "DPO's reference log-probs (adapter off) once per pair before training, not once per pair per epoch. "
@@ -268,6 +272,9 @@ class Recipe:
             raise bad("anchor_batch_size", "must be > 0 or null")
         if self.anchor_kl_weight > 0 and not self.use_lora:
             raise bad("anchor_kl_weight", "the KL anchor's reference is the base with the adapter off: needs use_lora")
+        if self.lora_layers_to_transform is not None:
+            if not self.lora_layers_to_transform or min(self.lora_layers_to_transform) < 0:
+                raise bad("lora_layers_to_transform", "must list layer indices >= 0, or be null (every layer)")
         if self.load_in_4bit and not self.use_lora:
             raise bad("load_in_4bit", "4-bit (QLoRA) training needs use_lora: true")
         self._validate_ship_keys(bad)
@@ -314,6 +321,8 @@ def _coerce(key: str, value: Any, source: str) -> Any:
                 value = [v.strip() for v in value.strip("[]").split(",") if v.strip()]
             elif not isinstance(value, list | tuple):
                 value = [value]
+            if item is int:
+                return [n for v in value for n in _int_range(v)]
             return [item(v) for v in value]
         if base is bool:
             if isinstance(value, bool):
@@ -327,8 +336,20 @@ def _coerce(key: str, value: Any, source: str) -> Any:
             raise ValueError(value)
         return base(value)
     except (TypeError, ValueError):
-        name = getattr(base, "__name__", str(base))
+        name = str(base) if origin is list else getattr(base, "__name__", str(base))  # list[int], not list
         raise DpoScaleError(f"{source}: key '{key}' expects {name}, got {value!r}") from None
+
+
+def _int_range(value: Any) -> list[int]:
+    """An int, or an inclusive range written "a-b" (a <= b), as a list of ints."""
+    if isinstance(value, str) and re.fullmatch(r"\s*\d+\s*-\s*\d+\s*", value):
+        low, high = (int(v) for v in value.split("-"))
+        if low > high:
+            raise ValueError(value)
+        return list(range(low, high + 1))
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError(value)
+    return [int(value)]
 
 
 FIELDS = {name: f for name, f in FIELDS.items() if name != "training_args"}  # keys a recipe sets by name

@@ -94,6 +94,32 @@ def check_target_modules(model, targets: list[str]) -> None:
                             f"(linear layers include: {sorted(n for n in names if 'proj' in n)[:12]})")
 
 
+def lora_targets(model, targets: list[str], layers: list[int] | None) -> str | list[str]:
+    """peft's target_modules. peft refuses its "all-linear" shorthand beside layers_to_transform, so with a layer
+    list it becomes the linear layers' names, as peft's shorthand picks them: every nn.Linear but the output head."""
+    if not _is_all_linear(targets):
+        return targets
+    if layers is None:
+        return "all-linear"
+    import torch
+
+    head = model.get_output_embeddings()
+    return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                   if isinstance(module, torch.nn.Linear) and module is not head})
+
+
+def check_layers(model, layers: list[int] | None) -> list[int] | None:
+    """The LoRA layer indices, sorted and unique, after checking each is one of the model's decoder layers."""
+    if layers is None:
+        return None
+    count = model.config.get_text_config().num_hidden_layers
+    outside = sorted({i for i in layers if i >= count})
+    if outside:
+        raise DpoScaleError(f"config key 'lora_layers_to_transform': layers {outside} do not exist "
+                            f"(the model has {count} decoder layers, 0-{count - 1})")
+    return sorted(set(layers))
+
+
 def check_target_modules_on_meta(model_path: str, targets: list[str]) -> None:
     """The LoRA target check on an empty (meta-device) model built from config.json: no weights read."""
     if _is_all_linear(targets) or not (Path(model_path) / "config.json").is_file():
@@ -398,7 +424,8 @@ def build_trainer(recipe: Recipe, state, ddp_backend: str | None = None, callbac
         # an fp32 adapter also trains: measured with TRL's kwarg removed.)
         peft_config = LoraConfig(
             r=recipe.lora_r, lora_alpha=recipe.lora_alpha, lora_dropout=recipe.lora_dropout,
-            target_modules="all-linear" if _is_all_linear(targets) else targets,
+            target_modules=lora_targets(model, targets, recipe.lora_layers_to_transform),
+            layers_to_transform=check_layers(model, recipe.lora_layers_to_transform),
             task_type="CAUSAL_LM",
         )
     metrics_file = ckpt / "metrics.jsonl"

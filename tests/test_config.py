@@ -59,6 +59,22 @@ def test_cli_list_values():
     assert recipe.lora_target_modules == ["q_proj", "v_proj"]
 
 
+@pytest.mark.parametrize("value, layers", [
+    ("15-17", [15, 16, 17]), ("0, 3-4", [0, 3, 4]), ([2, "5-6"], [2, 5, 6]), (7, [7]), ("null", None),
+])
+def test_layer_lists_take_ranges(value, layers):
+    assert load_recipe(None, {"lora_layers_to_transform": value}).lora_layers_to_transform == layers
+
+
+@pytest.mark.parametrize("value, message", [
+    ("5-3", r"expects list\[int\]"), ("1.5", r"expects list\[int\]"), ("a-b", r"expects list\[int\]"),
+    ("-1", "must list layer indices >= 0"), ([], "must list layer indices >= 0"),
+])
+def test_bad_layer_lists_name_the_key(value, message):
+    with pytest.raises(DpoScaleError, match=rf"'lora_layers_to_transform'.* {message}"):
+        load_recipe(None, {"lora_layers_to_transform": value})
+
+
 def test_null_is_refused_for_a_non_optional_key():
     with pytest.raises(DpoScaleError, match="'batch_size' must not be null"):
         load_recipe(None, {"batch_size": None})

@@ -159,6 +159,25 @@ def test_bf16_autocast_skips_peft_input_cast(model, data, tmp_path, capsys):
     assert manifest(plain)["lora_layers_uncast"] == 0
 
 
+def test_lora_layers_to_transform_adapts_only_those_layers(model, data, tmp_path, capsys):
+    """lora_layers_to_transform with all-linear: the trained adapter holds every linear layer of the listed decoder
+    layer and nothing else (peft refuses its all-linear shorthand beside a layer list, so dpo_scale names them)."""
+    import torch
+
+    from dpo_scale.models import load_model
+
+    out = tmp_path / "out"
+    rc, err = run_main(args_for(model, data, out, "--lora_layers_to_transform", "1", steps=1), capsys)
+    assert rc == 0, err[-3000:]
+    adapted = {"layers." + key.split(".lora_")[0].split(".layers.", 1)[1] for key in adapter_tensors(out / "adapter")}
+    base = load_model(model, "float32", "cpu")
+    linear = {"layers." + name.split(".layers.", 1)[1] for name, module in base.named_modules()
+              if isinstance(module, torch.nn.Linear) and ".layers." in name}
+    assert adapted == {name for name in linear if name.startswith("layers.1.")}
+    assert len(adapted) == len(linear) // 2  # the tiny model has two layers
+    assert manifest(out)["recipe"]["lora_layers_to_transform"] == [1]
+
+
 def test_model_init_kwargs_load_the_trained_model(model, data, tmp_path, caplog):
     """TRL's model_init_kwargs reach from_pretrained where dpo_scale loads the model itself (as DPOTrainer does when
     given a model name), and TRL does not warn that they are ignored."""
@@ -220,6 +239,8 @@ ROW = {"prompt": [{"role": "user", "content": "Who are you?"}], "chosen": [{"rol
     ("beta", ["--beta", "0"], ["'beta'", "must be > 0"]),
     ("loss", ["--loss_type", "sigmoid,nope"], ["unknown loss type 'nope'"]),
     ("target", ["--lora_target_modules", "q_proj,qkv_proj"], ["lora_target_modules", "qkv_proj", "not found"]),
+    ("layers", ["--lora_layers_to_transform", "1-3"], ["lora_layers_to_transform", "[2, 3] do not exist",
+                                                       "2 decoder layers"]),
     ("liger_on_cpu", ["--use_liger_kernel", "true", "--device", "cpu"], ["'use_liger_kernel'", "CUDA device"]),
     ("init_kwargs_dtype", ["--model_init_kwargs", '{"dtype": "bfloat16"}'], ["'model_init_kwargs'", "'dtype'",
                                                                                "recipe's dtype"]),
