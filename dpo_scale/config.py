@@ -151,6 +151,10 @@ class Recipe:
         True, "run each DPO pair as one row: the tokens chosen and rejected share (prompt, answer up to the name) "
         "once, then each answer's own tokens, under a 4D attention mask (dpo_scale/prefix_sharing.py); same "
         "log-probs as TRL's two rows. Needs eager or sdpa attention (skipped with a warning otherwise)")
+    shared_trunk: bool = setting(
+        True, "with lora_layers_to_transform above layer 0: the layers below the adapter run once for the policy and "
+        "reference passes of a batch, not twice (dpo_scale/shared_trunk.py); the same logits. Off under DeepSpeed "
+        "and gradient checkpointing")
     use_liger_kernel: bool = setting(False, "Liger's Triton kernels for RMSNorm, SwiGLU and RoPE (CUDA only; "
                                      "pip install -e '.[liger]'); benchmarks/RESULTS.md has the measured gain")
     report_to: list[str] = setting(doc="loggers, e.g. tensorboard,wandb (none: no logger)",

@@ -360,6 +360,7 @@ class TrainingRun:
     lora_layers_uncast: int
     precision: Any  # dpo_scale.precision's choice for the train stage
     shares_prefixes: bool = False  # DPO pairs run packed (prefix_sharing)
+    shared_trunk: Any = None  # dpo_scale.shared_trunk.SharedTrunk when the layers below the adapter run once
 
 
 def train(recipe: Recipe, callbacks: list | None = None) -> Path:
@@ -468,8 +469,13 @@ def build_trainer(recipe: Recipe, state, ddp_backend: str | None = None, callbac
 
     lora_layers_uncast = speed_up_lora(trainer)  # 0 without LoRA layers or without autocast
     shares_prefixes = recipe.prefix_sharing and share_prefixes(trainer)
+    from dpo_scale.shared_trunk import share_trunk
+
+    # ZeRO-3 gathers each layer's shards in a traced order that a cut layer list would break.
+    trunk = share_trunk(trainer.model,
+                        recipe.shared_trunk and not _deepspeed_launch() and not args.gradient_checkpointing)
     return TrainingRun(trainer, tokenizer, model_path, metrics_file, len(dataset), lora_layers_uncast, precision,
-                       shares_prefixes)
+                       shares_prefixes, trunk)
 
 
 def share_prefixes(trainer) -> bool:
@@ -506,6 +512,7 @@ def publish_adapter(recipe: Recipe, run: TrainingRun, state, facts: dict) -> Pat
                 "precision": run.precision.as_dict(),
                 "adapter_dtype": str(next((p.dtype for p in trainer.model.parameters() if p.requires_grad), None)),
                 "lora_layers_uncast": run.lora_layers_uncast, "prefix_sharing": run.shares_prefixes,
+                "shared_trunk_layers": run.shared_trunk.first if run.shared_trunk and run.shared_trunk.checked else 0,
                 "gradient_checkpointing": args.gradient_checkpointing,
                 "gradient_checkpointing_kwargs": args.gradient_checkpointing_kwargs,
                 **facts, "recipe": recipe.to_dict(),
