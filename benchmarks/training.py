@@ -1,12 +1,14 @@
 """DPO + LoRA training on SmolLM2: dpo_scale's training stage against the best a user gets from TRL by hand.
 
-  (a) trl_tuned  TRL's DPOTrainer with a peft LoRA (r 16, all linear layers), adapter-off reference, tuned by
+  (a) trl_tuned  TRL's DPOTrainer with the recipe's peft LoRA (rank, modules, layers), adapter-off reference, tuned by
                  hand for this host: the host's fast precision (bf16 autocast where the CPU has AMX/AVX512-BF16),
                  no gradient checkpointing, the recipe's batch and eager attention, whole answers, the same KL
                  anchor as ours (no identity-tail hold: it needs the name window), no reference log-probs precomputed,
-                 chosen and rejected as two rows (TRL has no prefix sharing)
+                 chosen and rejected as two rows (TRL has no prefix sharing), the recipe's LoRA layers (peft's
+                 layers_to_transform) with every pass through all layers (TRL has no shared trunk)
   (b) ours       `dpo_scale.train` with the default recipe (configs/smollm2_cpu.yaml): dtype auto, name window,
-                 reference log-probs precomputed when an epoch repeats, each pair's shared prefix run once
+                 reference log-probs precomputed when an epoch repeats, each pair's shared prefix run once, the
+                 layers below the adapter run once per batch (shared trunk)
   (c) ours_fp32  (b) with dtype float32: the figure of merit on an fp32 host
 
 Each runs in its own child process over the same pairs and anchors for `--epochs` epochs, from building the
@@ -43,7 +45,8 @@ MODES = ("trl_tuned", "ours", "ours_fp32")
 LEVER_OFF = {"ours_no_name_window": {"name_window_tokens": None, "hold_identity_tails": False},
              "ours_no_precompute": {"precompute_ref_log_probs": False},
              "ours_no_eager_attention": {"model_init_kwargs": None},
-             "ours_no_prefix_sharing": {"prefix_sharing": False}}
+             "ours_no_prefix_sharing": {"prefix_sharing": False},
+             "ours_no_shared_trunk": {"shared_trunk": False}}
 
 
 def gemm_peak(dtype_name: str, size: int = 2048, repeats: int = 5) -> float:
@@ -100,7 +103,7 @@ def child(mode: str, data_dir: str, epochs: float, out_dir: str) -> None:
     overrides.update(LEVER_OFF.get(mode, {}))
     if mode == "trl_tuned":
         overrides.update({"name_window_tokens": None, "hold_identity_tails": False, "precompute_ref_log_probs": False,
-                          "anchor_top_k": None, "prefix_sharing": False})
+                          "anchor_top_k": None, "prefix_sharing": False, "shared_trunk": False})
     recipe = load_recipe(str(REPO / "configs" / "smollm2_cpu.yaml"), overrides)
     timing: dict = {"step_starts": [], "flops": None}
 
