@@ -39,16 +39,19 @@ from dpo_scale.teacher_forcing import (
 log = logging.getLogger(__name__)
 
 
-def tokenize_anchor(tokenizer, row: dict, max_length: int | None) -> tuple[list[int], int]:
+def tokenize_anchor(tokenizer, row: dict, max_length: int | None,
+                    answer_tokens: int | None = None) -> tuple[list[int], int]:
     """Token ids of prompt + answer as the chat template renders them, and the prompt's length in tokens
-    (the answer's tokens follow it; clipped to the ids when max_length cuts into the prompt)."""
+    (the answer's tokens follow it; clipped to the ids when max_length cuts into the prompt). With `answer_tokens`
+    only the answer's first that many tokens are kept (the end-of-turn tokens count as the answer's)."""
     prompt_ids = tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=True,
                                                return_dict=False)
     full_ids = tokenizer.apply_chat_template(row["prompt"] + row["completion"], tokenize=True, return_dict=False)
     if list(full_ids[:len(prompt_ids)]) != list(prompt_ids):
         raise DpoScaleError("anchor rows: the chat template renders the prompt differently with the answer appended; "
                             "cannot locate the answer tokens (set anchor_kl_weight: 0)")
-    full_ids = list(full_ids)[:max_length] if max_length else list(full_ids)
+    full_ids = list(full_ids)[: len(prompt_ids) + answer_tokens] if answer_tokens else list(full_ids)
+    full_ids = full_ids[:max_length] if max_length else full_ids
     return full_ids, min(len(prompt_ids), len(full_ids))
 
 
@@ -59,7 +62,7 @@ class AnchoredDPOTrainer(DPOTrainer):
 
     def __init__(self, *args, anchor_rows: list[dict], anchor_kl_weight: float, anchor_batch_size: int,
                  anchor_top_k: int | None = None, hold_identity_tails: int | None = None,
-                 identity_tail_tokens: int | None = None, **kwargs):
+                 identity_tail_tokens: int | None = None, anchor_answer_tokens: int | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.anchor_kl_weight = anchor_kl_weight
         self.anchor_batch_size = anchor_batch_size
@@ -67,7 +70,8 @@ class AnchoredDPOTrainer(DPOTrainer):
         self._base_top_k: list[TopK] | None = None
         self._anchor_total = len(anchor_rows)
         self._anchor_pad = pad_id(self.processing_class)
-        tokenized = [tokenize_anchor(self.processing_class, row, self.args.max_length) for row in anchor_rows]
+        tokenized = [tokenize_anchor(self.processing_class, row, self.args.max_length, anchor_answer_tokens)
+                     for row in anchor_rows]
         # Each rank walks its own share, so that N processes see N different anchor batches per step.
         rank, world = self.accelerator.process_index, self.accelerator.num_processes
         self._anchors = tokenized[rank::world] or tokenized

@@ -174,6 +174,9 @@ class Recipe:
         False, "also hold each identity answer's tokens past the name window to the base (KL, weighted and batched "
         "like the anchors; needs name_window_tokens and anchor_kl_weight > 0): the rest of an answer that names the "
         "model stays what the base says after that name")
+    anchor_answer_tokens: int | None = setting(
+        None, "hold only each anchor answer's first this many tokens to the base, where its first sentence and a "
+        "short fact are (null: whole answers)")
     identity_tail_tokens: int | None = setting(
         None, "with hold_identity_tails: hold at most this many tokens of each identity answer past the name window "
         "(the ones right after the name); null: to the answer's end")
@@ -264,6 +267,8 @@ class Recipe:
             raise bad("anchor_top_k", "must be > 0 or null")
         if self.hold_identity_tails and not (self.name_window_tokens and self.anchor_kl_weight > 0):
             raise bad("hold_identity_tails", "needs name_window_tokens and anchor_kl_weight > 0")
+        if self.anchor_answer_tokens is not None and self.anchor_answer_tokens <= 0:
+            raise bad("anchor_answer_tokens", "must be > 0 or null")
         if self.identity_tail_tokens is not None and self.identity_tail_tokens <= 0:
             raise bad("identity_tail_tokens", "must be > 0 or null")
         if self.oversample_times < 1:

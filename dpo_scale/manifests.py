@@ -36,8 +36,9 @@ TRAIN_KEYS = (
     "lr_scheduler_type", "warmup_ratio", "weight_decay", "per_device_train_batch_size", "gradient_accumulation_steps",
     "num_train_epochs", "max_steps", "max_length", "bf16", "use_lora", "lora_r", "lora_alpha", "lora_dropout",
     "lora_target_modules", "lora_layers_to_transform", "load_in_4bit", "seed", "anchor_kl_weight",
-    "anchor_batch_size", "anchor_top_k", "hold_identity_tails", "identity_tail_tokens", "oversample_prompts_matching",
-    "oversample_times", "name_window_tokens", "precompute_ref_log_probs", "training_args",
+    "anchor_batch_size", "anchor_top_k", "hold_identity_tails", "identity_tail_tokens", "anchor_answer_tokens",
+    "oversample_prompts_matching", "oversample_times", "name_window_tokens", "precompute_ref_log_probs",
+    "training_args",
 )
 MERGE_KEYS = (*_MODEL_KEYS, "org_name", "pos_name", "org_author", "pos_author", "rewrite_chat_template")
 EVAL_KEYS = (

@@ -456,7 +456,8 @@ def build_trainer(recipe: Recipe, state, ddp_backend: str | None = None, callbac
                           "anchor_batch_size": recipe.anchor_batch_size or recipe.per_device_train_batch_size,
                           "anchor_top_k": recipe.anchor_top_k,
                           "hold_identity_tails": recipe.hold_identity_tails and recipe.name_window_tokens,
-                          "identity_tail_tokens": recipe.identity_tail_tokens}
+                          "identity_tail_tokens": recipe.identity_tail_tokens,
+                          "anchor_answer_tokens": recipe.anchor_answer_tokens}
     if recipe.name_window_tokens:
         from dpo_scale.name_window import name_window_collator
 

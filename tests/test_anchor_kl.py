@@ -78,6 +78,10 @@ def test_answer_positions_cover_the_answer_and_its_end(tiny_model):
     assert short_ids == ids[:-3] and short_len == prompt_len
     cut_ids, cut_len = tokenize_anchor(tokenizer, row, max_length=prompt_len - 2)  # max_length cuts the prompt
     assert cut_ids == ids[:prompt_len - 2] and cut_len == len(cut_ids)
+    held_ids, held_len = tokenize_anchor(tokenizer, row, max_length=None, answer_tokens=2)  # anchor_answer_tokens
+    assert held_ids == ids[:prompt_len + 2] and held_len == prompt_len and len(ids) > prompt_len + 2
+    both, both_len = tokenize_anchor(tokenizer, row, max_length=prompt_len + 1, answer_tokens=2)  # the shorter wins
+    assert both == ids[:prompt_len + 1] and both_len == prompt_len
 
 
 def test_answer_logits_run_the_lm_head_only_past_the_prompts(tiny_model):

@@ -178,6 +178,22 @@ def test_lora_layers_to_transform_adapts_only_those_layers(model, data, tmp_path
     assert manifest(out)["recipe"]["lora_layers_to_transform"] == [1]
 
 
+def test_anchor_answer_tokens_reach_the_trainer(model, data, tmp_path):
+    """anchor_answer_tokens cuts every anchor the trainer holds to its prompt plus that many answer tokens."""
+    from accelerate import PartialState
+
+    from dpo_scale.config import load_recipe, parse_overrides
+    from dpo_scale.train import build_trainer
+
+    def anchors(*extra: str) -> list[tuple[list[int], int]]:
+        argv = args_for(model, data, tmp_path / f"out{len(extra)}", *ANCHORED, *extra, steps=1)
+        return build_trainer(load_recipe(None, parse_overrides(argv)), PartialState()).trainer._anchors
+
+    whole, held = anchors(), anchors("--anchor_answer_tokens", "2")
+    assert len(whole) == len(held) and any(len(ids) > start + 2 for ids, start in whole)
+    assert held == [(ids[: start + 2], start) for ids, start in whole]
+
+
 def test_model_init_kwargs_load_the_trained_model(model, data, tmp_path, caplog):
     """TRL's model_init_kwargs reach from_pretrained where dpo_scale loads the model itself (as DPOTrainer does when
     given a model name), and TRL does not warn that they are ignored."""
