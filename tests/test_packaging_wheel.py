@@ -86,13 +86,15 @@ def test_installed_wheel_trains_ddp_by_name(wheel, untrained_tiny_model, tmp_pat
            "--data_dir", str(data), "--output_dir", str(out), "--max_steps", "2", "--save_steps", "2",
            "--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "1", "--max_length", "64",
            "--anchor_kl_weight", "0", "--hold_identity_tails", "false", "--lora_r", "8", "--lora_alpha", "16",
-           "--report_to", "none"]
+           # the recipe's layers 15-29, scaled to the tiny model's 2: DDP with the shared trunk
+           "--lora_layers_to_transform", "1", "--report_to", "none"]
     result = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=540)
     assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
     launched = next(line for line in result.stderr.splitlines() if line.startswith("+ "))
     assert f"--config_file {env_dir}" in launched, launched  # the packaged ddp profile
     info = json.loads((out / "adapter" / "train_manifest.json").read_text())
     assert info["processes"] == 2 and info["global_step"] == 2
+    assert info["shared_trunk_layers"] == 1  # checked against the full pass under DDP, then used
     import torch
 
     assert info["distributed_type"] == ("MULTI_GPU" if torch.cuda.is_available() else "MULTI_CPU")
