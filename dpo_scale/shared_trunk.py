@@ -10,7 +10,8 @@ below. With adapters on layers 15-29 of a 30-layer model, the second pass runs h
 
 The skip uses the decoder's public structure (`get_decoder()`, its `embed_tokens` and `layers`): the second pass
 runs with `layers` cut to the adapted ones and the embedding's output replaced by the kept hidden states. A decoder
-that transforms its embeddings before the first layer (Gemma scales them) would compute something else, so the
+whose forward transforms the embeddings between the lookup and the first layer would compute something else (in
+transformers 5.19 Gemma scales them inside its embedding module, which the skip replaces, so it is not one), so the
 first skipped pass of a run is checked against the full pass and sharing turns itself off, with a warning, where
 they differ. The kept hidden states never need gradients (nothing below the adapter trains); where they do
 (gradient checkpointing makes the embeddings' output require grad) nothing is shared.
