@@ -11,7 +11,9 @@ Prints tokens/s and the ratios, writes benchmarks/results/generation.json.
   python benchmarks/generation.py [--prompts 256] [--seed_prompts 32] [--max_new_tokens 64] [--skip_vllm]
                                   [--vllm_repeats 2]
 The seed loop is slow, so it runs on the first --seed_prompts prompts; ratios compare tokens/s.
-vLLM runs in child processes (its engine must start under __main__ and never shares a process with HF).
+vLLM runs in child processes (its engine must start under __main__ and never shares a process with HF). All of
+them, the anchors included, run with dpo_scale's malloc settings (dpo_scale/allocator.py), as a user tuning by hand
+gets from preloading jemalloc or tcmalloc.
 """
 
 from __future__ import annotations
@@ -115,7 +117,10 @@ def child(mode: str, n: int, max_new_tokens: int, dtype: str, reserved: str | No
 
 
 def main() -> None:
+    from dpo_scale.allocator import keep_freed_memory
     from dpo_scale.precision import fast_bf16
+
+    keep_freed_memory()  # this process and every child, ours and the raw vLLM anchor alike (allocator.py)
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--prompts", type=int, default=256)

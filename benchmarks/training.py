@@ -11,6 +11,10 @@
                  layers below the adapter run once per batch (shared trunk)
   (c) ours_fp32  (b) with dtype float32: the figure of merit on an fp32 host
 
+Every mode, the baseline included, runs with dpo_scale's malloc settings (`dpo_scale/allocator.py`: freed tensors
+stay in the heap), what a user tuning by hand gets from preloading jemalloc or tcmalloc as PyTorch's CPU guide
+advises; `--lever malloc` measures them against glibc's defaults.
+
 Each runs in its own child process over the same pairs and anchors for `--epochs` epochs, from building the
 trainer (precomputation included) to the last step. Reported: pairs per second over the whole run (the
 figure a user waits on), and for the training steps alone `cpu_mfu` = model FLOPs per second / the host's
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -46,7 +51,9 @@ LEVER_OFF = {"ours_no_name_window": {"name_window_tokens": None, "hold_identity_
              "ours_no_precompute": {"precompute_ref_log_probs": False},
              "ours_no_eager_attention": {"model_init_kwargs": None},
              "ours_no_prefix_sharing": {"prefix_sharing": False},
-             "ours_no_shared_trunk": {"shared_trunk": False}}
+             "ours_no_shared_trunk": {"shared_trunk": False},
+             "ours_no_malloc": {}}
+LEVER_ENV = {"ours_no_malloc": {"DPO_SCALE_MALLOC": "system"}}  # the child's environment: glibc's defaults
 
 
 def gemm_peak(dtype_name: str, size: int = 2048, repeats: int = 5) -> float:
@@ -94,7 +101,10 @@ def child(mode: str, data_dir: str, epochs: float, out_dir: str) -> None:
     from transformers import TrainerCallback
 
     import dpo_scale.train as train_stage
+    from dpo_scale.allocator import describe, keep_freed_memory
     from dpo_scale.config import load_recipe
+
+    keep_freed_memory()  # skipped under LEVER_ENV's opt-out
 
     overrides = {"output_dir": out_dir, "data_dir": data_dir, "num_train_epochs": epochs, "report_to": "none",
                  "save_steps": 10**6, "logging_steps": 1}
@@ -137,14 +147,14 @@ def child(mode: str, data_dir: str, epochs: float, out_dir: str) -> None:
         "mode": mode, "pairs": manifest["pairs"], "epochs": epochs, "steps": manifest["global_step"],
         "seconds": round(total, 2), "pairs_per_s": manifest["pairs"] * epochs / total,
         "steady_s_per_step": steady, "flops_per_step": timing["flops"], "dtype": dtype,
-        "threads": torch.get_num_threads(), "precision": precision,
+        "threads": torch.get_num_threads(), "precision": precision, "malloc": describe(),
     }))
 
 
 def run_child(mode: str, data_dir: Path, epochs: float, tmp: Path) -> dict:
     cmd = [sys.executable, __file__, "--child", mode, "--data_dir", str(data_dir), "--epochs", str(epochs),
            "--out", str(tmp / mode)]
-    out = subprocess.run(cmd, capture_output=True, text=True)
+    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **LEVER_ENV.get(mode, {})})
     for line in reversed(out.stdout.splitlines()):
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT "):])

@@ -102,7 +102,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"usage: dpo-scale {{{','.join(STAGES)}}} [--config RECIPE.yaml] [--key value ...]", file=sys.stderr)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     stage, rest = argv[0], argv[1:]
+    from dpo_scale.allocator import keep_freed_memory
     from dpo_scale.model_card import COMMAND_ENV
+
+    keep_freed_memory()
 
     before = os.environ.get(COMMAND_ENV)
     os.environ.setdefault(COMMAND_ENV, shlex.join(["dpo-scale", *argv]))  # the model cards quote it

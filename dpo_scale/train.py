@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from dpo_scale import manifests
+from dpo_scale.allocator import describe as describe_malloc
 from dpo_scale.config import Recipe
 from dpo_scale.cpu_env import deepspeed_launch as _deepspeed_launch
 from dpo_scale.cpu_env import training_state_kwargs
@@ -510,7 +511,7 @@ def publish_adapter(recipe: Recipe, run: TrainingRun, state, facts: dict) -> Pat
                 "stage": "train", "base_model": recipe.model, "base_model_path": run.model_path,
                 "processes": state.num_processes, "distributed_type": state.distributed_type.value,
                 "pairs": run.pairs, "global_step": trainer.state.global_step, "bf16": args.bf16,
-                "precision": run.precision.as_dict(),
+                "precision": run.precision.as_dict(), "malloc": describe_malloc(),
                 "adapter_dtype": str(next((p.dtype for p in trainer.model.parameters() if p.requires_grad), None)),
                 "lora_layers_uncast": run.lora_layers_uncast, "prefix_sharing": run.shares_prefixes,
                 "shared_trunk_layers": run.shared_trunk.first if run.shared_trunk and run.shared_trunk.checked else 0,
@@ -620,11 +621,13 @@ def die_with_launcher() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from dpo_scale.allocator import keep_freed_memory
     from dpo_scale.config import load_recipe, parse_overrides
     from dpo_scale.resources import recipe_path
 
     die_with_launcher()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    keep_freed_memory()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         config, rest = split_config(argv)

@@ -16,6 +16,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from dpo_scale import manifests
+from dpo_scale.allocator import describe as describe_malloc
 from dpo_scale.config import Recipe
 from dpo_scale.cpu_env import process_state
 from dpo_scale.errors import DpoScaleError
@@ -228,6 +229,7 @@ def run_data_stage(recipe: Recipe) -> dict | None:
         "processes": state.num_processes,
         "precision": stage_precision(recipe, "generate", quiet=True).as_dict(),  # logged when the engine was built
         "host": cpu_info(),
+        "malloc": describe_malloc(),
         "sampling": {"num_samples": recipe.num_samples, "temperature": recipe.temperature,
                      "top_p": recipe.top_p, "max_new_tokens": recipe.max_new_tokens, "seed": recipe.seed},
         "system_prompt_for_generation": recipe.gen_system_prompt or "(model default)",
