@@ -35,3 +35,46 @@ def speed_up_lora(trainer) -> int:
     """skip_lora_input_cast where it is safe: only under autocast (without it an fp32 adapter would meet a bf16
     input and the matmul would fail on mixed dtypes)."""
     return skip_lora_input_cast(trainer.model) if autocast_active(trainer) else 0
+
+
+def autocast_dtype(trainer):
+    """The dtype autocast runs the matmuls in, or None without autocast (see autocast_active)."""
+    import torch
+
+    if not autocast_active(trainer):
+        return None
+    return torch.bfloat16 if trainer.accelerator.mixed_precision == "bf16" else torch.float16
+
+
+def store_frozen_linears_in(model, dtype) -> int:
+    """Store each frozen fp32 `nn.Linear` weight (and bias) of `model` in `dtype`, once; returns how many layers.
+
+    Under autocast every linear layer casts its fp32 weight to the autocast dtype on each call, and autocast caches
+    the cast only for weights that require grad: the frozen base's weights are cast again in every forward pass
+    (policy, reference and anchor passes alike). Stored in that dtype they are used as they are. The matmuls see
+    the same rounded values either way, so the step computes the same numbers (tests/test_train.py checks the
+    losses); norms and embeddings stay fp32 as autocast keeps them. A weight tied to an embedding (SmolLM2's
+    lm_head) gets a copy of its own, so that the embedding stays fp32. The exact type only: 4-bit layers and
+    peft's adapter layers are left alone."""
+    import torch
+
+    embeddings = {m.weight.data_ptr() for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    changed = 0
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        if type(module) is not torch.nn.Linear or weight.requires_grad or weight.dtype != torch.float32:
+            continue
+        if weight.data_ptr() in embeddings:
+            module.weight = torch.nn.Parameter(weight.detach().to(dtype), requires_grad=False)
+        else:
+            weight.data = weight.data.to(dtype)
+        if module.bias is not None and not module.bias.requires_grad:
+            module.bias.data = module.bias.data.to(dtype)
+        changed += 1
+    return changed
+
+
+def store_frozen_weights_for_autocast(trainer) -> int:
+    """store_frozen_linears_in the autocast dtype, where training runs under autocast (0 elsewhere)."""
+    dtype = autocast_dtype(trainer)
+    return store_frozen_linears_in(trainer.model, dtype) if dtype is not None else 0

@@ -362,6 +362,7 @@ class TrainingRun:
     precision: Any  # dpo_scale.precision's choice for the train stage
     shares_prefixes: bool = False  # DPO pairs run packed (prefix_sharing)
     shared_trunk: Any = None  # dpo_scale.shared_trunk.SharedTrunk when the layers below the adapter run once
+    frozen_linears_cast: int = 0  # frozen linear layers stored in the autocast dtype (lora_speed)
 
 
 def train(recipe: Recipe, callbacks: list | None = None) -> Path:
@@ -467,9 +468,10 @@ def build_trainer(recipe: Recipe, state, ddp_backend: str | None = None, callbac
         model=model, ref_model=None, args=args, processing_class=tokenizer, train_dataset=dataset,
         peft_config=peft_config, callbacks=[MetricsToJsonl(), *(callbacks or [])], **trainer_kwargs,
     )
-    from dpo_scale.lora_speed import speed_up_lora
+    from dpo_scale.lora_speed import speed_up_lora, store_frozen_weights_for_autocast
 
     lora_layers_uncast = speed_up_lora(trainer)  # 0 without LoRA layers or without autocast
+    frozen_linears_cast = store_frozen_weights_for_autocast(trainer)  # 0 without autocast
     shares_prefixes = recipe.prefix_sharing and share_prefixes(trainer)
     from dpo_scale.shared_trunk import share_trunk
 
@@ -477,7 +479,7 @@ def build_trainer(recipe: Recipe, state, ddp_backend: str | None = None, callbac
     trunk = share_trunk(trainer.model,
                         recipe.shared_trunk and not _deepspeed_launch() and not args.gradient_checkpointing)
     return TrainingRun(trainer, tokenizer, model_path, metrics_file, len(dataset), lora_layers_uncast, precision,
-                       shares_prefixes, trunk)
+                       shares_prefixes, trunk, frozen_linears_cast)
 
 
 def share_prefixes(trainer) -> bool:
@@ -513,7 +515,8 @@ def publish_adapter(recipe: Recipe, run: TrainingRun, state, facts: dict) -> Pat
                 "pairs": run.pairs, "global_step": trainer.state.global_step, "bf16": args.bf16,
                 "precision": run.precision.as_dict(), "malloc": describe_malloc(),
                 "adapter_dtype": str(next((p.dtype for p in trainer.model.parameters() if p.requires_grad), None)),
-                "lora_layers_uncast": run.lora_layers_uncast, "prefix_sharing": run.shares_prefixes,
+                "lora_layers_uncast": run.lora_layers_uncast, "frozen_linears_cast": run.frozen_linears_cast,
+                "prefix_sharing": run.shares_prefixes,
                 "shared_trunk_layers": run.shared_trunk.first if run.shared_trunk and run.shared_trunk.checked else 0,
                 "gradient_checkpointing": args.gradient_checkpointing,
                 "gradient_checkpointing_kwargs": args.gradient_checkpointing_kwargs,

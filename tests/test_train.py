@@ -391,3 +391,22 @@ def test_main_destroys_its_process_group(model, data, tmp_path, capsys):
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def test_frozen_weights_stored_in_bf16_under_autocast_train_the_same(model, data, tmp_path, capsys, monkeypatch):
+    """bf16 autocast over fp32 weights (dtype auto on a bf16 host): the frozen linear layers are stored in bf16 once
+    (dpo_scale/lora_speed.py) and two training steps give the same losses as with autocast casting them each call."""
+    import dpo_scale.lora_speed
+
+    losses = {}
+    for stored in (True, False):
+        if not stored:
+            monkeypatch.setattr(dpo_scale.lora_speed, "store_frozen_weights_for_autocast", lambda trainer: 0)
+        out = tmp_path / str(stored)
+        rc, err = run_main(args_for(model, data, out, "--bf16", "true", "--dtype", "float32", steps=2), capsys)
+        assert rc == 0, err[-3000:]
+        assert (manifest(out)["frozen_linears_cast"] > 0) is stored
+        losses[stored] = [json.loads(line)["loss"] for line in
+                          (out / "adapter" / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
+    assert len(losses[True]) == 2
+    assert losses[True] == pytest.approx(losses[False], rel=1e-6)
