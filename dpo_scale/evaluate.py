@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from dpo_scale.config import Recipe
 from dpo_scale.io import write_json, write_text
 from dpo_scale.prompts import load_prompts
-from dpo_scale.text import first_sentence, first_sentence_span, name_pattern
+from dpo_scale.text import first_sentence, first_sentence_settled, first_sentence_span, name_pattern
 
 if TYPE_CHECKING:
     import torch
@@ -108,7 +108,8 @@ def chat_ids(tokenizer, system_prompt: str | None, texts: list[str]) -> list[lis
 
 
 def answer_all(model, tokenizer, prompt_ids: list[list[int]], max_new_tokens: int, batch_size: int,
-               desc: str = "answer") -> list[str]:
+               desc: str = "answer", stop: list | None = None) -> list[str]:
+    """Greedy answers; `stop`: per prompt, a rule that ends its answer early (HFGenerator.generate)."""
     from tqdm.auto import tqdm
 
     from dpo_scale.generation.base import Sampling
@@ -117,7 +118,7 @@ def answer_all(model, tokenizer, prompt_ids: list[list[int]], max_new_tokens: in
     gen = HFGenerator(model, tokenizer, batch_size)
     with tqdm(total=len(prompt_ids), desc=desc, unit="prompt", dynamic_ncols=True) as bar:
         completions = gen.generate(prompt_ids, Sampling(max_new_tokens, 0.0), seed=0,
-                                   progress=lambda rows, _tokens: bar.update(rows))
+                                   progress=lambda rows, _tokens: bar.update(rows), stop=stop)
     return [c.text.strip() for c in completions]
 
 
@@ -207,22 +208,30 @@ def own_tokenizer(path: str, fallback):
     return tokenizer
 
 
-def answer_sets(model, tokenizer, system_prompt: str, questions: list[str], ordinary: list[str], facts: list[str],
-                max_new_tokens: int, batch_size: int, who: str) -> dict[str, list[str]]:
+def answer_sets(model, tokenizer, system_prompt: str, questions: list[str], ordinary: list[str], facts: list[dict],
+                max_new_tokens: int, batch_size: int, who: str, whole_ordinary: bool = True) -> dict[str, list[str]]:
     """One model's greedy answers: identity questions in both modes and ordinary prompts in one batched pass of
-    `max_new_tokens`, fact questions (behind the system prompt) in a second of FACT_TOKENS."""
-    from dpo_scale.facts import FACT_TOKENS
+    `max_new_tokens`, fact questions (behind the system prompt) in a second of FACT_TOKENS.
+
+    What the metrics cannot use is not generated: a fact answer ends once it holds an accepted answer that no later
+    text can undo (`right_answer_settled`), and with `whole_ordinary=False` an ordinary answer ends once its first
+    sentence is settled (the trained model's: drift compares first sentences and reads the KL off the base's whole
+    answers). The metrics are those of the whole answers."""
+    from dpo_scale.facts import FACT_TOKENS, right_answer_settled
 
     parts = {"neutral": chat_ids(tokenizer, system_prompt, questions),
              "default": chat_ids(tokenizer, None, questions),
              "ordinary": chat_ids(tokenizer, system_prompt, ordinary)}
+    ordinary_rule = None if whole_ordinary else first_sentence_settled
+    stop = [None] * (len(questions) * 2) + [ordinary_rule] * len(ordinary)
     flat = answer_all(model, tokenizer, [ids for rows in parts.values() for ids in rows], max_new_tokens, batch_size,
-                      f"{who}: identity + ordinary")
+                      f"{who}: identity + ordinary", stop=stop)
     out, at = {}, 0
     for key, rows in parts.items():
         out[key], at = flat[at : at + len(rows)], at + len(rows)
-    out["facts"] = answer_all(model, tokenizer, chat_ids(tokenizer, system_prompt, facts), FACT_TOKENS, batch_size,
-                              f"{who}: facts") if facts else []
+    out["facts"] = answer_all(model, tokenizer, chat_ids(tokenizer, system_prompt, [f["question"] for f in facts]),
+                              FACT_TOKENS, batch_size, f"{who}: facts",
+                              stop=[right_answer_settled(f["answers"]) for f in facts]) if facts else []
     return out
 
 
@@ -241,8 +250,8 @@ def evaluate(recipe: Recipe, trained_model: str | None = None, adapter: str | No
     fact_questions = [f["question"] for f in facts]
 
     def answers(model, tok, who: str) -> dict[str, list[str]]:
-        return answer_sets(model, tok, recipe.system_prompt, questions, ordinary, fact_questions,
-                           recipe.eval_max_new_tokens, recipe.eval_batch_size, who)
+        return answer_sets(model, tok, recipe.system_prompt, questions, ordinary, facts, recipe.eval_max_new_tokens,
+                           recipe.eval_batch_size, who, whole_ordinary=who == "base")
 
     base = load_model(base_path, recipe.dtype, recipe.device)
     base_out = answers(base, tokenizer, "base")

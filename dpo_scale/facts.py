@@ -36,6 +36,23 @@ def answer_is_right(answer: str, accepted: list[str]) -> bool:
     return any(_accepted_regex(a).search(text) for a in accepted)
 
 
+# `answer_is_right` reads at most this many characters past a match (its lookaheads, and _normalize's digit groups)
+SETTLED_AFTER = 6
+
+
+def right_answer_settled(accepted: list[str]):
+    """A stop rule for generation: True once the text so far holds an accepted answer that no further text can undo,
+    so that `answer_is_right` of the whole answer is True whatever follows."""
+    patterns = [_accepted_regex(a) for a in accepted]
+
+    def settled(text: str) -> bool:
+        normalized = _normalize(text)
+        limit = len(normalized) - SETTLED_AFTER
+        return any(m.end() <= limit for pattern in patterns for m in pattern.finditer(normalized))
+
+    return settled
+
+
 def load_facts(source: str, limit: int | None = None) -> list[dict]:
     """Fact rows from a builtin:NAME or .json/.jsonl/.parquet source, checked field by field."""
     name, rows = load_rows(source)

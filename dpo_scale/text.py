@@ -42,6 +42,14 @@ def first_sentence_span(text: str) -> str:
     return text[: match.end()] if match else text
 
 
+def first_sentence_settled(text: str) -> bool:
+    """Whether more text can no longer change `first_sentence_span(text)`: a sentence end followed by the whitespace
+    its lookahead asks for (an end at the very end of `text` may still grow a closing quote or turn out to be a
+    decimal point)."""
+    match = SENTENCE_END.search(text)
+    return match is not None and (match.end() < len(text) or text[match.start()] in "。！？")
+
+
 def first_sentence(text: str) -> str:
     """The first sentence with whitespace runs collapsed, for comparing answers."""
     return first_sentence_span(" ".join(text.split())).strip()

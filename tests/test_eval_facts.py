@@ -33,6 +33,49 @@ def test_answer_is_right(answer, accepted, right):
     assert answer_is_right(answer, accepted) is right
 
 
+SETTLE_CASES = [
+    ("7 + 5 = 12. So the sum is twelve.", ["12"]),
+    ("About 12.5 or so, 12 is close.", ["12"]),
+    ("It is 1212 and then 12 more", ["12"]),
+    ("There are 5,280 feet in a mile, or 5 280.", ["5280"]),
+    ("There are 5,280 feet, not 5 feet.", ["5"]),
+    ("Water freezes at 273.15 K, not 273 K.", ["273"]),
+    ("The capital is Parisian? No: Paris is.", ["Paris"]),
+    ("Its symbol is NaCl, so Na is in it.", ["Na"]),
+]
+
+
+@pytest.mark.parametrize("text,accepted", SETTLE_CASES)
+def test_a_settled_right_answer_is_right_whatever_follows(text, accepted):
+    """The evaluation stops a fact's answer once `right_answer_settled` holds: every prefix that it calls settled
+    must be one whose whole answer is right, and it must fire before the end where the whole answer is right."""
+    from dpo_scale.facts import right_answer_settled
+
+    settled = right_answer_settled(accepted)
+    settled_at = [n for n in range(len(text) + 1) if settled(text[:n])]
+    assert settled_at == list(range(settled_at[0], len(text) + 1)) if settled_at else True  # once settled, it stays
+    for n in settled_at:
+        assert answer_is_right(text[:n] + " and 1 more words.", accepted)
+    if settled_at:
+        assert answer_is_right(text, accepted)
+
+
+def test_a_right_answer_settles_soon_after_it_is_written():
+    from dpo_scale.facts import right_answer_settled
+
+    text = "7 + 5 = 12. So the sum is twelve."
+    first = next(n for n in range(len(text) + 1) if right_answer_settled(["12"])(text[:n]))
+    assert text[:first] == "7 + 5 = 12. So t"  # six characters past the match (trailing spaces do not count)
+
+
+def test_a_number_that_could_still_grow_is_not_settled():
+    from dpo_scale.facts import right_answer_settled
+
+    settled = right_answer_settled(["12"])
+    assert not any(settled(text) for text in ("About 12", "About 12.", "About 12.5", "About 12,0", "About 12,000"))
+    assert settled("About 12 apples")
+
+
 def test_facts_metrics_kept_lost_and_none():
     facts = [{"question": f"q{i}", "answers": [a], "category": "c"} for i, a in enumerate(["Paris", "12", "Rome"])]
     m = facts_metrics(facts, ["Paris.", "It is 12.", "Milan."], ["Paris!", "It is 13.", "Rome."])

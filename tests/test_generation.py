@@ -476,3 +476,31 @@ def test_vllm_sampling_gives_the_same_rows_for_1_or_2_processes_and_after_a_resu
     ok(run(cmd, timeout=600))
     assert json.loads((two / "data" / "manifest.json").read_text())["processes"] == 2
     assert read_jsonl(two / "data" / "answers.jsonl") == answers
+
+
+def test_hf_stop_rules_end_rows_early_and_leave_the_others(tiny_model):
+    """A row whose stop rule fires ends there (a prefix of its whole answer, marked unfinished); rows without a rule
+    give the answers they give without any rule."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from dpo_scale.generation.base import Sampling
+    from dpo_scale.generation.hf import HFGenerator
+    from dpo_scale.generation.runner import render_prompts
+    from dpo_scale.models import load_tokenizer
+    from dpo_scale.prompts import load_prompts
+
+    tokenizer = load_tokenizer(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
+    ids = render_prompts(tokenizer, [p.text for p in load_prompts("builtin:identity", limit=6)], None)
+    gen = HFGenerator(model, tokenizer, batch_size=4)
+    whole = gen.generate(ids, Sampling(24, 0.0), seed=0)
+    rules = [(lambda text: len(text) >= 10) if i % 2 == 0 else None for i in range(len(ids))]
+    ruled = gen.generate(ids, Sampling(24, 0.0), seed=0, stop=rules)
+    for rule, full, short in zip(rules, whole, ruled, strict=True):
+        if rule is None:
+            assert short == full
+        elif len(full.text) >= 10:
+            assert full.text.startswith(short.text) and 10 <= len(short.text) < len(full.text)
+            assert not short.finished and short.num_tokens < full.num_tokens
+    assert any(rule and len(full.text) >= 10 for rule, full in zip(rules, whole, strict=True))  # a rule fired

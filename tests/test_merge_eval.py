@@ -191,6 +191,23 @@ def test_first_sentence(text, first):
     assert first_sentence(text) == first
 
 
+@pytest.mark.parametrize("text", ["Paris is the capital of France. It is big.", "Pi is 3.14 roughly. Yes.",
+                                  "  Hello   there!\nHow are you?", '"Hi!" she said. Then she left.',
+                                  "I am Qwen2.5, hello. Bye.", "你好。我是模型。", "No final punctuation"])
+def test_first_sentence_settled_is_final(text):
+    """The evaluation stops a trained model's ordinary answer once its first sentence is settled: from there on no
+    continuation may change it."""
+    from dpo_scale.text import first_sentence_settled
+
+    settled_at = [n for n in range(len(text) + 1) if first_sentence_settled(text[:n])]
+    for n in settled_at:
+        for tail in ("", "5 more", '" more', "\nmore", "."):
+            assert first_sentence(text[:n] + tail) == first_sentence(text)
+    assert bool(settled_at) == (first_sentence(text) != " ".join(text.split()))
+    assert not first_sentence_settled("Pi is 3.")  # a decimal point or a sentence end: not known yet
+    assert not first_sentence_settled('"Hi!')  # a closing quote may follow
+
+
 def test_drift_metrics():
     base = ["Paris is in France. Nice.", "2 + 2 = 4.", "Water boils at 100 C. At sea level.", "Hi!"]
     trained = ["Paris is in France. Lovely city.", "2 + 2 = 5.", "Water  boils at 100 C.", "Hello!"]

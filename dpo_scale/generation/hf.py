@@ -5,6 +5,8 @@ vocabulary projection runs in slices (`fast_decode`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -18,6 +20,7 @@ from dpo_scale.generation.fast_decode import (
 )
 
 MIN_SHARED_PREFIX = 8  # shorter common prefixes are not worth the extra forward pass
+StopRule = Callable[[str], bool]  # the answer's text so far -> end the row now
 
 
 def shared_prefix_length(prompts: list[list[int]]) -> int:
@@ -46,8 +49,11 @@ class HFGenerator:
         """Nothing to stop: the model is freed with the generator."""
 
     def generate(
-        self, prompt_ids: list[list[int]], sampling: Sampling, seed: int, progress=None
+        self, prompt_ids: list[list[int]], sampling: Sampling, seed: int, progress=None,
+        stop: Sequence[StopRule | None] | None = None,
     ) -> list[Completion]:
+        """`stop`: per prompt, a rule on the answer's text so far that ends the row early when it returns True (the
+        completion is then marked unfinished); None runs the row to its end or max_new_tokens."""
         # Longest first: similar lengths share a batch (little padding), and the first batch shows
         # at once whether memory suffices.
         order = sorted(range(len(prompt_ids)), key=lambda i: -len(prompt_ids[i]))
@@ -56,7 +62,8 @@ class HFGenerator:
         for start in range(0, len(order), self.batch_size):
             batch = order[start : start + self.batch_size]
             with gqa_attention(self.model), chunked_lm_head(self.model):
-                outs = self._generate_batch([prompt_ids[i] for i in batch], sampling, generator)
+                outs = self._generate_batch([prompt_ids[i] for i in batch], sampling, generator,
+                                            [stop[i] for i in batch] if stop else None)
             for i, out in zip(batch, outs, strict=True):
                 results[i] = out
             if progress is not None:
@@ -65,7 +72,8 @@ class HFGenerator:
 
     @torch.inference_mode()
     def _generate_batch(
-        self, prompts: list[list[int]], sampling: Sampling, generator: torch.Generator
+        self, prompts: list[list[int]], sampling: Sampling, generator: torch.Generator,
+        stop: list[StopRule | None] | None = None,
     ) -> list[Completion]:
         device = self.model.device
         # The prompts of a batch usually open with the same tokens (chat template + system prompt): that
@@ -97,6 +105,7 @@ class HFGenerator:
                                 past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1, :].float()
 
         generated: list[list[int]] = [[] for _ in prompts]
+        stopped = [False] * len(prompts)  # ended by its stop rule
         alive = torch.arange(len(prompts), device=device)  # rows still generating
         eos = torch.tensor(sorted(self.eos_ids), device=device)
         step_pos = position_ids[:, -1:]
@@ -105,6 +114,12 @@ class HFGenerator:
             for row, token in zip(alive.tolist(), next_ids.tolist(), strict=True):
                 generated[row].append(token)
             done = torch.isin(next_ids, eos)
+            if stop:
+                for at, row in enumerate(alive.tolist()):
+                    rule = stop[row]
+                    if rule is not None and not done[at] and rule(self.tokenizer.decode(generated[row],
+                                                                                          skip_special_tokens=True)):
+                        done[at], stopped[row] = True, True
             if done.all() or step + 1 == sampling.max_new_tokens:
                 break
             if done.any():
@@ -120,10 +135,10 @@ class HFGenerator:
                 use_cache=True, logits_to_keep=1,
             ).logits[:, -1, :].float()
         completions = []
-        for tokens in generated:
+        for row, tokens in enumerate(generated):
             text_tokens = [t for t in tokens if t not in self.eos_ids]
             completions.append(Completion(self.tokenizer.decode(text_tokens, skip_special_tokens=True), len(tokens),
-                                          finished=len(text_tokens) < len(tokens)))
+                                          finished=len(text_tokens) < len(tokens) and not stopped[row]))
         return completions
 
     def _preallocates(self) -> bool:
