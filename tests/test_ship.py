@@ -403,3 +403,34 @@ def test_template_that_refuses_a_default_conversation_is_still_rewritten(tokeniz
     assert rendered_default(tok) is None
     assert rewrite_tokenizer_template(tok, identity_swap("TinyLM", "Deep TinyLM"))
     assert "'Deep TinyLM needs a system message'" in tok.chat_template
+
+
+def test_gguf_conversion_parses_the_file_once_and_loads_the_same(tiny_qwen2, tmp_path, monkeypatch):
+    """dpo_scale.models.gguf_parsed_once: transformers' GGUF loading parses the file once per config, tokenizer and
+    weights; the conversion parses it once and gives the weights transformers' own loading gives."""
+    import gguf
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from dpo_scale.export_gguf import write_gguf
+    from dpo_scale.models import convert_gguf
+
+    path = write_gguf(tiny_qwen2, tmp_path / "qwen2-f16.gguf", "f16")
+    parses: list[str] = []
+
+    class CountingReader(gguf.GGUFReader):
+        def __init__(self, *args, **kwargs):
+            parses.append(str(args[0]))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(gguf, "GGUFReader", CountingReader)
+    folder = convert_gguf(path, str(tmp_path / "cache"))
+    assert len(parses) == 1
+    assert gguf.GGUFReader is CountingReader  # put back after the conversion
+    plain = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=path.name)
+    assert len(parses) >= 3  # transformers alone parsed it again for the config and for the weights
+    converted = AutoModelForCausalLM.from_pretrained(folder)
+    plain_state, converted_state = plain.state_dict(), converted.state_dict()
+    assert plain_state.keys() == converted_state.keys()
+    for name, tensor in plain_state.items():
+        assert torch.equal(tensor, converted_state[name]), name
