@@ -76,3 +76,27 @@ def test_left_alone_where_the_user_chose(env, reason):
 def test_applied_on_a_plain_environment_and_under_its_own_settings():
     assert skip_reason({"PATH": "/usr/bin"}) is None
     assert skip_reason(dict(ENV)) is None  # a child of a process that applied them
+
+
+@glibc_only
+def test_freed_memory_is_given_back_between_stages():
+    """With the settings on, freed memory stays in the heap (resident) until release_freed_memory gives it back."""
+    code = """
+import torch
+from dpo_scale.allocator import keep_freed_memory, release_freed_memory
+def resident_mib():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096 // 2**20
+assert keep_freed_memory()
+torch.ones(1)
+start = resident_mib()
+t = torch.ones(64 * 2**20)  # 256 MiB
+del t
+kept = resident_mib()
+release_freed_memory()
+print(start, kept, resident_mib())
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != OPT_OUT}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    start, kept, released = map(int, out.stdout.split())
+    assert kept - start > 200  # freed, but held by the heap
+    assert released - start < 50
