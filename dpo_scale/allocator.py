@@ -7,7 +7,7 @@ threshold and the trim threshold at 1 GiB, freed memory stays in the heap and is
 
 Measured on the 2-core AVX512-BF16 EPYC (SmolLM2, the default recipe, 24 training steps; docs/experiments.md,
 benchmarks/RESULTS.md): 12-15 M minor page faults per run against 0.9-1.2 M, and 94-100 s of training against 84-87 s;
-the data stage (vLLM) 156 against 147 s, the evaluation 196 against 191 s. Peak memory grew 4-5%.
+the data stage (vLLM) 156 against 147 s, the evaluation 196 against 191 s. Peak memory grew by up to 5%.
 
 This is what PyTorch's CPU launcher (`torch.backends.xeon.run_cpu`) gets from preloading jemalloc or tcmalloc,
 without a library to install. It is applied to this process (`mallopt`) and, through glibc's `MALLOC_*_`

@@ -14,8 +14,9 @@ from dpo_scale.allocator import ENV, OPT_OUT, skip_reason
 
 glibc_only = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc")
 
-# Allocates, touches and frees a 64 MiB tensor 20 times, as a training step does its activations, after 10 times
-# to warm up (the heap grows for the first few: torch's aligned allocations do not fit the chunk freed just before);
+# Allocates, touches and frees a 64 MiB tensor 20 times, as a training step does its activations, after 20 times
+# to warm up (the heap grows for the first few, now and then later: torch's aligned allocations do not always fit
+# the chunk freed just before);
 # prints the minor page faults of the 20.
 FAULTS = """
 import resource, sys, torch
@@ -32,7 +33,7 @@ elif sys.argv[1] == "spawn":  # apply here, measure in a child that does nothing
 def step():
     t = torch.empty(16 * 1024 * 1024)
     t.fill_(1.0)
-for _ in range(10):
+for _ in range(20):
     step()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(20):
@@ -53,12 +54,12 @@ def test_freed_tensors_are_reused_instead_of_faulted_in_again():
     pages = 64 * 1024 * 1024 // 4096
     plain, kept = _faults("plain"), _faults("apply")
     assert plain > 10 * pages  # glibc's defaults: each 64 MiB tensor is a fresh mmap, faulted in page by page
-    assert kept < pages  # kept in the heap and reused
+    assert kept < 5 * pages  # kept in the heap and reused (0 to 2 of the 20 faulted in, measured)
 
 
 @glibc_only
 def test_processes_started_after_it_inherit_the_settings():
-    assert _faults("spawn") < 64 * 1024 * 1024 // 4096
+    assert _faults("spawn") < 5 * 64 * 1024 * 1024 // 4096  # glibc's defaults: 20 times that
 
 
 @glibc_only
