@@ -50,13 +50,18 @@ def skip_reason(environ: dict[str, str] | None = None) -> str | None:
     return None
 
 
+def _in_environment() -> bool:
+    """The settings are in this process's environment: set by `keep_freed_memory` here or in a parent."""
+    return all(os.environ.get(name) == value for name, value in ENV.items())
+
+
 def keep_freed_memory() -> bool:
     """Apply the settings to this process and to the processes it starts; True when they are in effect."""
     reason = skip_reason()
     if reason:
         log.debug("malloc settings left alone: %s", reason)
         return False
-    inherited = all(os.environ.get(name) == value for name, value in ENV.items())  # a parent dpo-scale set them
+    inherited = _in_environment()  # a parent dpo-scale set them
     libc = ctypes.CDLL(None)
     if not all(libc.mallopt(option, KEEP_BYTES) == 1 for option in (M_MMAP_THRESHOLD, M_TRIM_THRESHOLD)):
         log.warning("malloc: glibc refused mallopt; its defaults stay")
@@ -73,7 +78,7 @@ def describe() -> str:
     reason = skip_reason()
     if reason:
         return f"left alone: {reason}"
-    if all(os.environ.get(name) == value for name, value in ENV.items()):
+    if _in_environment():
         return f"glibc, freed memory kept in the heap (mmap and trim thresholds {KEEP_BYTES >> 20} MiB)"
     return "glibc defaults"
 

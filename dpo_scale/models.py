@@ -85,7 +85,7 @@ def gguf_parsed_once():
 
     gguf.GGUFReader, gguf.get_tensor_name_map = reader, functools.cache(name_map)
     try:
-        yield readers
+        yield
     finally:
         gguf.GGUFReader, gguf.get_tensor_name_map = reader_class, name_map
 

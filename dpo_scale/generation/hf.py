@@ -111,11 +111,12 @@ class HFGenerator:
         step_pos = position_ids[:, -1:]
         for step in range(sampling.max_new_tokens):
             next_ids = self._pick(logits, sampling, generator)
-            for row, token in zip(alive.tolist(), next_ids.tolist(), strict=True):
+            rows = alive.tolist()
+            for row, token in zip(rows, next_ids.tolist(), strict=True):
                 generated[row].append(token)
             done = torch.isin(next_ids, eos)
             if stop:
-                for at, row in enumerate(alive.tolist()):
+                for at, row in enumerate(rows):
                     rule = stop[row]
                     if rule is not None and not done[at] and rule(self.tokenizer.decode(generated[row],
                                                                                           skip_special_tokens=True)):
