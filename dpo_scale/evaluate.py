@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dpo_scale.config import Recipe
+from dpo_scale.intervals import wilson
 from dpo_scale.io import write_json, write_text
 from dpo_scale.prompts import load_prompts
 from dpo_scale.text import first_sentence, first_sentence_settled, first_sentence_span, name_pattern
@@ -322,6 +323,20 @@ def passes_bar(result: dict) -> dict[str, bool]:
     return bar
 
 
+def sampled_shares(result: dict) -> list[tuple[str, int, int]]:
+    """The bar's shares as (figure, successes, trials): how many answers each rests on."""
+    rows = []
+    for mode, ident in _modes(result).items():
+        n = ident["trained"]["questions"]
+        rows.append((f"new name ({MODE_TITLES[mode]})", round(ident["trained"]["new_name"] * n), n))
+    facts = result.get("facts") or {}
+    if facts.get("facts_kept") is not None:
+        rows.append(("facts kept", facts["kept"], facts["base_right"]))
+    d = result["drift"]
+    rows.append(("first sentences kept", round(d["first_sentence_kept"] * d["prompts"]), d["prompts"]))
+    return rows
+
+
 def _pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.0f}%"
 
@@ -388,6 +403,12 @@ def eval_markdown(result: dict, org: str, pos: str, org_author: str | None = Non
         lines += facts_markdown(result["facts"])
     lines += ["### Bar", "", "| check | passed |", "|---|---|"]
     lines += [f"| {k} | {'yes' if v else 'no'} |" for k, v in passes_bar(result).items()]
+    lines += ["", "How sure: each share rests on a few dozen answers (95% Wilson intervals, dpo_scale/intervals.py).",
+              "",
+              "| figure | answers | share | 95% interval |", "|---|---:|---:|---:|"]
+    for figure, k, n in sampled_shares(result):
+        low, high = wilson(k, n)
+        lines.append(f"| {figure} | {k} of {n} | {_pct(k / n if n else None)} | {_pct(low)}–{_pct(high)} |")
     lines += ["", "### The seed's questions, before and after", ""]
     for mode, suffix in (("neutral", ""), ("default", "_default")):
         by_q = {a["question"]: a for a in result.get(f"identity_answers{suffix}", [])}
