@@ -10,6 +10,11 @@ The reference is the same model with the adapter disabled (no copy), as for DPO'
 `anchor_top_k: k` the reference distributions are computed once, before the first step, and kept as their top k
 tokens plus a tail bucket (`teacher_forcing.kl_top_k`): no adapter-off forward per micro-step.
 
+With `anchor_margin_weight` > 0 the anchors' answers also add `weight * max(0, min(base_lead, anchor_margin) -
+lead)` per token: lead is the trained model's log-prob of the base's top token minus that of its own best other
+token, base_lead the same for the base. The KL is second order in small changes and leaves the base's near-ties free
+to flip, which changes greedy answers; this term is first order where the base's top token loses ground.
+
 With `hold_identity_tails` the identity answers themselves are held too: each chosen answer's tokens past the name
 window (`name_window.tail_start`) are scored against the base like an anchor's answer, a second batch of the same
 size per micro-step, so that the rest of an answer that names the model stays what the base would say after that
@@ -31,9 +36,11 @@ from dpo_scale.teacher_forcing import (
     answer_logits,
     kl_per_position,
     kl_top_k,
+    lead_shortfall,
     pad_id,
     pad_right,
     top_k,
+    top_two,
 )
 
 log = logging.getLogger(__name__)
@@ -62,9 +69,11 @@ class AnchoredDPOTrainer(DPOTrainer):
 
     def __init__(self, *args, anchor_rows: list[dict], anchor_kl_weight: float, anchor_batch_size: int,
                  anchor_top_k: int | None = None, hold_identity_tails: int | None = None,
-                 identity_tail_tokens: int | None = None, anchor_answer_tokens: int | None = None, **kwargs):
+                 identity_tail_tokens: int | None = None, anchor_answer_tokens: int | None = None,
+                 anchor_margin: float = 0.0, anchor_margin_weight: float = 0.0, **kwargs):
         super().__init__(*args, **kwargs)
         self.anchor_kl_weight = anchor_kl_weight
+        self.anchor_margin, self.anchor_margin_weight = anchor_margin, anchor_margin_weight
         self.anchor_batch_size = anchor_batch_size
         self.anchor_top_k = anchor_top_k
         self._base_top_k: list[TopK] | None = None
@@ -81,12 +90,16 @@ class AnchoredDPOTrainer(DPOTrainer):
         self._tails = tails[rank::world] or tails
         self._anchor_calls: int | None = None
         self._anchor_kl_logged: list[float] = []  # since the last log
+        self._shortfall_logged: list[float] = []
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
         """The mean anchor KL since the last training log goes out with it (Trainer.log is public API)."""
         if self._anchor_kl_logged and "loss" in logs:
             logs["anchor_kl"] = sum(self._anchor_kl_logged) / len(self._anchor_kl_logged)
             self._anchor_kl_logged.clear()
+        if self._shortfall_logged and "loss" in logs:
+            logs["anchor_margin_shortfall"] = sum(self._shortfall_logged) / len(self._shortfall_logged)
+            self._shortfall_logged.clear()
         super().log(logs, *args, **kwargs)
 
     def _next_draw(self) -> int:
@@ -141,13 +154,14 @@ class AnchoredDPOTrainer(DPOTrainer):
             ref_logits = self._answer_logits(model, batch)
         return kl_per_position(ref_logits, self._answer_logits(model, batch)).mean()
 
-    def anchor_kl(self, model) -> torch.Tensor:
-        """This micro-step's KL term: the anchors', plus the identity tails' when they are held."""
+    def anchor_terms(self, model) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """This micro-step's KL term (the anchors', plus the identity tails' when they are held) and the anchors'
+        mean top-token shortfall (None without `anchor_margin_weight`)."""
         draw = self._next_draw()
-        kl = self._anchor_kl(model, draw)
-        return kl + self.tails_kl(model, draw) if self._tails else kl
+        kl, shortfall = self._anchor_terms(model, draw)
+        return (kl + self.tails_kl(model, draw) if self._tails else kl), shortfall
 
-    def _anchor_kl(self, model, draw: int) -> torch.Tensor:
+    def _anchor_terms(self, model, draw: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         picked = self._picks(draw, len(self._anchors))
         batch = pad_right([self._anchors[i] for i in picked], self._anchor_pad)
         if self.anchor_top_k:
@@ -156,21 +170,31 @@ class AnchoredDPOTrainer(DPOTrainer):
             device = self.accelerator.device
             ref = TopK.cat([self._base_top_k[i] for i in picked])
             ref = TopK(ref.indices.to(device), ref.logp.to(device), ref.tail_logp.to(device))
-            return kl_top_k(ref, self._answer_logits(model, batch)).mean()
-        with torch.no_grad(), self.accelerator.unwrap_model(self.model).disable_adapter():  # peft: the base
-            ref_logits = self._answer_logits(model, batch)
-        return kl_per_position(ref_logits, self._answer_logits(model, batch)).mean()
+            logits = self._answer_logits(model, batch)
+            kl, top, base_lead = kl_top_k(ref, logits).mean(), ref.indices[:, 0], ref.logp[:, 0] - ref.logp[:, 1]
+        else:
+            with torch.no_grad(), self.accelerator.unwrap_model(self.model).disable_adapter():  # peft: the base
+                ref_logits = self._answer_logits(model, batch)
+            logits = self._answer_logits(model, batch)
+            kl, (top, base_lead) = kl_per_position(ref_logits, logits).mean(), top_two(ref_logits)
+        if not self.anchor_margin_weight:
+            return kl, None
+        return kl, lead_shortfall(top, base_lead.clamp(max=self.anchor_margin), logits).mean()
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         if not self.model.training:
             return result
-        kl = self.anchor_kl(model)
+        kl, shortfall = self.anchor_terms(model)
         self._anchor_kl_logged.append(self.accelerator.gather_for_metrics(kl.detach()).mean().item())
+        added = self.anchor_kl_weight * kl
+        if shortfall is not None:
+            self._shortfall_logged.append(self.accelerator.gather_for_metrics(shortfall.detach()).mean().item())
+            added = added + self.anchor_margin_weight * shortfall
         if return_outputs:
             loss, outputs = result
-            return loss + self.anchor_kl_weight * kl, outputs
-        return result + self.anchor_kl_weight * kl
+            return loss + added, outputs
+        return result + added
 
 
 def identity_tails(dataset, window: int, max_length: int | None,

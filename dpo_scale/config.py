@@ -177,6 +177,11 @@ class Recipe:
     anchor_answer_tokens: int | None = setting(
         None, "hold only each anchor answer's first this many tokens to the base, where its first sentence and a "
         "short fact are (null: whole answers)")
+    anchor_margin_weight: float = setting(
+        0.0, "> 0: with the KL anchor, also add weight * max(0, min(base_lead, anchor_margin) - lead) per anchor "
+        "answer token, lead being the trained model's log-prob of the base's top token minus its best other token's "
+        "(base_lead: the base's): keeps the base's greedy choices where it nearly tied (dpo_scale/anchor_kl.py)")
+    anchor_margin: float = setting(1.0, "with anchor_margin_weight: the most of the base's lead (nats) that is held")
     identity_tail_tokens: int | None = setting(
         None, "with hold_identity_tails: hold at most this many tokens of each identity answer past the name window "
         "(the ones right after the name); null: to the answer's end")
@@ -267,6 +272,12 @@ class Recipe:
             raise bad("anchor_top_k", "must be > 0 or null")
         if self.hold_identity_tails and not (self.name_window_tokens and self.anchor_kl_weight > 0):
             raise bad("hold_identity_tails", "needs name_window_tokens and anchor_kl_weight > 0")
+        if self.anchor_margin_weight < 0 or self.anchor_margin < 0:
+            raise bad("anchor_margin_weight" if self.anchor_margin_weight < 0 else "anchor_margin", "must be >= 0")
+        if self.anchor_margin_weight > 0 and self.anchor_kl_weight <= 0:
+            raise bad("anchor_margin_weight", "needs the KL anchor (anchor_kl_weight > 0)")
+        if self.anchor_margin_weight > 0 and self.anchor_top_k == 1:
+            raise bad("anchor_top_k", "must be >= 2 with anchor_margin_weight (the base's lead is top-1 minus top-2)")
         if self.anchor_answer_tokens is not None and self.anchor_answer_tokens <= 0:
             raise bad("anchor_answer_tokens", "must be > 0 or null")
         if self.identity_tail_tokens is not None and self.identity_tail_tokens <= 0:

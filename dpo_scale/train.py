@@ -459,7 +459,8 @@ def build_trainer(recipe: Recipe, state, ddp_backend: str | None = None, callbac
                           "anchor_top_k": recipe.anchor_top_k,
                           "hold_identity_tails": recipe.hold_identity_tails and recipe.name_window_tokens,
                           "identity_tail_tokens": recipe.identity_tail_tokens,
-                          "anchor_answer_tokens": recipe.anchor_answer_tokens}
+                          "anchor_answer_tokens": recipe.anchor_answer_tokens,
+                          "anchor_margin": recipe.anchor_margin, "anchor_margin_weight": recipe.anchor_margin_weight}
     if recipe.name_window_tokens:
         from dpo_scale.name_window import name_window_collator
 

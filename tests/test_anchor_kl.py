@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from dpo_scale.anchor_kl import tokenize_anchor
-from dpo_scale.teacher_forcing import kl_per_position, kl_top_k, pad_right, top_k
-from tests.helpers.tiny_model import adapter_kl, toy_anchor_rows, write_toy_pairs
+from dpo_scale.teacher_forcing import kl_per_position, kl_top_k, lead_shortfall, pad_right, top_k, top_two
+from tests.helpers.tiny_model import adapter_kl, adapter_logits, toy_anchor_rows, write_toy_pairs
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -29,6 +29,22 @@ def test_kl_per_position_matches_definition():
     # float32 whatever comes in, and any leading shape: (rows, positions, vocab) -> (rows, positions)
     assert kl_per_position(ref.bfloat16()[None], other.bfloat16()[None]).dtype == torch.float32
     assert kl_per_position(ref[None], other[None]).shape == (1, 2)
+
+
+def test_lead_shortfall_is_what_the_top_tokens_lead_lacks_of_the_target():
+    base = torch.tensor([[2.0, 1.9, 0.0], [5.0, 1.0, 0.0], [1.0, 0.0, 0.5], [0.0, 0.1, 0.3]])
+    top, base_lead = top_two(base)
+    assert top.tolist() == [0, 0, 0, 2] and base_lead.tolist() == pytest.approx([0.1, 4.0, 0.5, 0.2])
+    target = base_lead.clamp(max=1.0)
+    assert lead_shortfall(top, target, base).tolist() == pytest.approx([0.0] * 4)  # the base falls short of nothing
+    policy = torch.tensor([[1.9, 2.0, 0.0], [3.0, 1.0, 0.0], [1.0, 0.0, 0.9], [0.0, 0.1, 0.3]], requires_grad=True)
+    # row 0 flipped (lead -0.1 against 0.1), row 1 leads by 2 (held up to 1), row 2 by 0.1 of 0.5, row 3 unchanged
+    shortfall = lead_shortfall(top, target, policy)
+    assert shortfall.tolist() == pytest.approx([0.2, 0.0, 0.4, 0.0])
+    # the gradient raises the top token and lowers only its best rival, nothing where the target is met
+    shortfall.sum().backward()
+    assert policy.grad.tolist() == [[-1.0, 1.0, 0.0], [0.0, 0.0, 0.0], [-1.0, 0.0, 1.0], [0.0, 0.0, 0.0]]
+    assert lead_shortfall(top, target, policy.detach().bfloat16()).dtype == torch.float32
 
 
 def test_top_k_kl_is_exact_with_the_whole_vocabulary_and_a_lower_bound_below_it():
@@ -144,3 +160,48 @@ def test_anchor_keeps_ordinary_answers_in_place(tiny_model, tmp_path):
     assert kl["20", "null"] < 0.25 * kl["0", "null"], kl
     # the base's top 16 of 600 tokens, cached once, hold the full distributions about as well
     assert kl["20", "16"] < 0.35 * kl["0", "null"], kl
+
+
+def test_margin_keeps_the_base_top_tokens_on_top(tiny_model, tmp_path):
+    """Same data, steps and KL anchor: with anchor_margin_weight the trained model's lead of the base's top token on
+    the anchors' answers falls far less short of the base's own (up to the margin), and it keeps more of the base's
+    greedy choices."""
+    from transformers import AutoTokenizer
+
+    from dpo_scale.config import load_recipe, parse_overrides
+    from dpo_scale.train import train
+
+    data = write_toy_pairs(tmp_path / "data", 16, anchors=10)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    rows = [tokenize_anchor(tokenizer, json.loads(line), None)
+            for line in (data / "anchors.jsonl").read_text().splitlines()]
+    shortfall, kept = {}, {}
+    for weight in ("0", "20"):
+        out = tmp_path / f"margin{weight}"
+        train(load_recipe(None, parse_overrides([
+            "--model", tiny_model, "--data_dir", str(data), "--output_dir", str(out), "--max_steps", "8",
+            "--per_device_train_batch_size", "4", "--learning_rate", "1e-2", "--warmup_ratio", "0",
+            "--lr_scheduler_type", "constant", "--loss_type", "sigmoid,sft", "--max_length", "64",
+            "--report_to", "none", "--anchor_kl_weight", "1", "--anchor_margin_weight", weight,
+            "--anchor_margin", "1.0"])))
+        metrics = [json.loads(line) for line in (out / "adapter" / "metrics.jsonl").read_text().splitlines()]
+        assert all(("anchor_margin_shortfall" in m) == (weight != "0") for m in metrics if "loss" in m)
+        ref, logits = adapter_logits(tiny_model, out / "adapter", rows)
+        top, base_lead = top_two(ref)
+        shortfall[weight] = lead_shortfall(top, base_lead.clamp(max=1.0), logits).mean().item()
+        kept[weight] = (ref.argmax(-1) == logits.argmax(-1)).float().mean().item()
+    assert shortfall["20"] < 0.5 * shortfall["0"], shortfall
+    assert kept["20"] > kept["0"], kept
+
+
+def test_margin_needs_the_kl_anchor():
+    from dpo_scale.config import load_recipe, parse_overrides
+    from dpo_scale.errors import DpoScaleError
+
+    with pytest.raises(DpoScaleError, match="anchor_margin_weight"):
+        load_recipe(None, parse_overrides(["--anchor_margin_weight", "1", "--anchor_kl_weight", "0"]))
+    with pytest.raises(DpoScaleError, match="anchor_margin"):
+        load_recipe(None, parse_overrides(["--anchor_margin", "-1"]))
+    with pytest.raises(DpoScaleError, match="anchor_top_k"):
+        load_recipe(None, parse_overrides(["--anchor_margin_weight", "1", "--anchor_kl_weight", "1",
+                                           "--anchor_top_k", "1"]))

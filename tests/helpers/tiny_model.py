@@ -130,13 +130,13 @@ def write_toy_pairs(folder: str | Path, n: int, anchors: int = 0) -> Path:
     return folder
 
 
-def adapter_kl(model: str | Path, adapter: str | Path, rows: list[tuple[list[int], int]]) -> float:
-    """Mean per-token KL(base || base + adapter) over the scored tokens of (ids, first scored position) rows."""
+def adapter_logits(model: str | Path, adapter: str | Path, rows: list[tuple[list[int], int]]):
+    """(base logits, base + adapter logits) at the scored positions of (ids, first scored position) rows."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from dpo_scale.teacher_forcing import kl_per_position, pad_right
+    from dpo_scale.teacher_forcing import pad_right
 
     tokenizer = AutoTokenizer.from_pretrained(model)
     trained = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model), str(adapter)).eval()
@@ -146,4 +146,11 @@ def adapter_kl(model: str | Path, adapter: str | Path, rows: list[tuple[list[int
         logits = trained(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[positions]
         with trained.disable_adapter():
             ref = trained(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[positions]
-    return kl_per_position(ref, logits).mean().item()
+    return ref, logits
+
+
+def adapter_kl(model: str | Path, adapter: str | Path, rows: list[tuple[list[int], int]]) -> float:
+    """Mean per-token KL(base || base + adapter) over the scored tokens of (ids, first scored position) rows."""
+    from dpo_scale.teacher_forcing import kl_per_position
+
+    return kl_per_position(*adapter_logits(model, adapter, rows)).mean().item()
