@@ -89,17 +89,15 @@ class AnchoredDPOTrainer(DPOTrainer):
             if hold_identity_tails else []
         self._tails = tails[rank::world] or tails
         self._anchor_calls: int | None = None
-        self._anchor_kl_logged: list[float] = []  # since the last log
-        self._shortfall_logged: list[float] = []
+        self._logged: dict[str, list[float]] = {"anchor_kl": [], "anchor_margin_shortfall": []}  # since the last log
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
-        """The mean anchor KL since the last training log goes out with it (Trainer.log is public API)."""
-        if self._anchor_kl_logged and "loss" in logs:
-            logs["anchor_kl"] = sum(self._anchor_kl_logged) / len(self._anchor_kl_logged)
-            self._anchor_kl_logged.clear()
-        if self._shortfall_logged and "loss" in logs:
-            logs["anchor_margin_shortfall"] = sum(self._shortfall_logged) / len(self._shortfall_logged)
-            self._shortfall_logged.clear()
+        """The mean anchor KL (and margin shortfall) since the last training log goes out with it (Trainer.log is
+        public API)."""
+        for name, values in self._logged.items():
+            if values and "loss" in logs:
+                logs[name] = sum(values) / len(values)
+                values.clear()
         super().log(logs, *args, **kwargs)
 
     def _next_draw(self) -> int:
@@ -171,14 +169,17 @@ class AnchoredDPOTrainer(DPOTrainer):
             ref = TopK.cat([self._base_top_k[i] for i in picked])
             ref = TopK(ref.indices.to(device), ref.logp.to(device), ref.tail_logp.to(device))
             logits = self._answer_logits(model, batch)
-            kl, top, base_lead = kl_top_k(ref, logits).mean(), ref.indices[:, 0], ref.logp[:, 0] - ref.logp[:, 1]
+            kl = kl_top_k(ref, logits).mean()
         else:
             with torch.no_grad(), self.accelerator.unwrap_model(self.model).disable_adapter():  # peft: the base
                 ref_logits = self._answer_logits(model, batch)
             logits = self._answer_logits(model, batch)
-            kl, (top, base_lead) = kl_per_position(ref_logits, logits).mean(), top_two(ref_logits)
+            kl = kl_per_position(ref_logits, logits).mean()
         if not self.anchor_margin_weight:
             return kl, None
+        # the base's top token and lead: from the cached top k, or a top-2 over the vocabulary (only when used)
+        top, base_lead = ((ref.indices[:, 0], ref.logp[:, 0] - ref.logp[:, 1]) if self.anchor_top_k
+                          else top_two(ref_logits))
         return kl, lead_shortfall(top, base_lead.clamp(max=self.anchor_margin), logits).mean()
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -186,10 +187,11 @@ class AnchoredDPOTrainer(DPOTrainer):
         if not self.model.training:
             return result
         kl, shortfall = self.anchor_terms(model)
-        self._anchor_kl_logged.append(self.accelerator.gather_for_metrics(kl.detach()).mean().item())
+        self._logged["anchor_kl"].append(self.accelerator.gather_for_metrics(kl.detach()).mean().item())
         added = self.anchor_kl_weight * kl
         if shortfall is not None:
-            self._shortfall_logged.append(self.accelerator.gather_for_metrics(shortfall.detach()).mean().item())
+            self._logged["anchor_margin_shortfall"].append(
+                self.accelerator.gather_for_metrics(shortfall.detach()).mean().item())
             added = added + self.anchor_margin_weight * shortfall
         if return_outputs:
             loss, outputs = result
