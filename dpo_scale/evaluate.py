@@ -153,7 +153,7 @@ def drift_scores(base, trained, tokenizer, prompt_ids: list[list[int]], answers:
     Answers that tokenize to nothing are left out of the KL, have no near-tie and keep their (empty) sentence."""
     import torch
 
-    from dpo_scale.teacher_forcing import kl_per_position, pad_id, pad_right
+    from dpo_scale.teacher_forcing import kl_per_position, pad_id, pad_right, top_two
 
     rows, head_ends, which = [], [], []  # (prompt + answer ids, prompt length), see below, index in answers
     for i, (ids, answer) in enumerate(zip(prompt_ids, answers, strict=True)):
@@ -181,12 +181,11 @@ def drift_scores(base, trained, tokenizer, prompt_ids: list[list[int]], answers:
             count += kl.numel()
             # the first sentence's positions are a subset of the answer's: pick them from the same logits
             in_head = head_at[answer_at]
-            base_head = torch.log_softmax(base_answer[in_head], -1)
-            top2 = base_head.topk(2, dim=-1).values
+            base_top, base_lead = top_two(base_answer[in_head])
             gaps = torch.full(head_at.shape, math.inf)
-            gaps[head_at] = top2[:, 0] - top2[:, 1]
+            gaps[head_at] = base_lead
             changed = torch.zeros(head_at.shape, dtype=torch.bool)
-            changed[head_at] = base_head.argmax(-1) != trained_answer[in_head].argmax(-1)
+            changed[head_at] = base_top != trained_answer[in_head].argmax(-1)
             for row, (flag, moved) in enumerate(zip((gaps < gap).any(dim=1).tolist(), changed.any(dim=1).tolist(),
                                                     strict=True)):
                 tied[which[start + row]], kept[which[start + row]] = flag, not moved
