@@ -402,8 +402,8 @@ def eval_markdown(result: dict, org: str, pos: str, org_author: str | None = Non
         lines += facts_markdown(result["facts"])
     lines += ["### Bar", "", "| check | passed |", "|---|---|"]
     lines += [f"| {k} | {'yes' if v else 'no'} |" for k, v in passes_bar(result).items()]
-    lines += ["", "How sure: each share rests on a few dozen answers (95% Wilson intervals, dpo_scale/intervals.py).",
-              "",
+    lines += ["", "How sure: the answers behind each share the bar checks, and its 95% Wilson interval "
+              "(dpo_scale/intervals.py).", "",
               "| figure | answers | share | 95% interval |", "|---|---:|---:|---:|"]
     for figure, k, n in sampled_shares(result):
         low, high = wilson(k, n)
