@@ -410,3 +410,28 @@ def test_frozen_weights_stored_in_bf16_under_autocast_train_the_same(model, data
                           (out / "adapter" / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
     assert len(losses[True]) == 2
     assert losses[True] == pytest.approx(losses[False], rel=1e-6)
+
+
+@pytest.mark.parametrize("world_size", ["1", "2"])
+def test_ranks_of_a_multi_process_run_exit_without_teardown(tmp_path, world_size):
+    """`python -m dpo_scale.train` as a rank of a 2-process run: exit handlers run and the exit code and message
+    come out, but the interpreter's teardown (where rank 0 once aborted after saving the adapter) does not run.
+    A single process exits normally."""
+
+    script = tmp_path / "rank.py"
+    script.write_text(
+        "import atexit, runpy, sys\n"
+        "atexit.register(lambda: print('exit handler ran', flush=True))\n"
+        "class Teardown:\n"
+        "    def __del__(self):\n"
+        "        print('teardown ran', flush=True)\n"
+        "marker = Teardown()\n"
+        "sys.argv = ['dpo_scale.train', '--config', sys.argv[1]]\n"
+        "runpy.run_module('dpo_scale.train', run_name='__main__')\n")
+    env = {**os.environ, "WORLD_SIZE": world_size}
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "missing.yaml")], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "missing.yaml" in done.stderr and "error" in done.stderr
+    assert "exit handler ran" in done.stdout
+    assert ("teardown ran" in done.stdout) == (world_size == "1"), done.stdout
