@@ -347,6 +347,13 @@ def _check_supported(recipe: Recipe, state) -> None:
     if recipe.load_in_4bit and state.distributed_type == DistributedType.DEEPSPEED:
         raise DpoScaleError("config key 'load_in_4bit': QLoRA (bitsandbytes 4-bit) is not supported under DeepSpeed "
                             "by this tool; use the cpu or ddp launch profile")
+    projected = "lora_null_space_energy" if recipe.lora_null_space_energy is not None else \
+        "lora_identity_directions" if recipe.lora_identity_directions is not None else None
+    if projected and state.distributed_type == DistributedType.DEEPSPEED:
+        # DeepSpeed's optimizer steps its own fp32 copies of the weights: a projection of the module's weights would
+        # be overwritten at the next step.
+        raise DpoScaleError(f"config key '{projected}': not supported under DeepSpeed (it steps its own copies of "
+                            "the weights); use the cpu or ddp launch profile")
 
 
 @dataclass
@@ -469,6 +476,8 @@ def build_trainer(recipe: Recipe, state, ddp_backend: str | None = None, callbac
         model=model, ref_model=None, args=args, processing_class=tokenizer, train_dataset=dataset,
         peft_config=peft_config, callbacks=[MetricsToJsonl(), *(callbacks or [])], **trainer_kwargs,
     )
+    if recipe.lora_null_space_energy is not None or recipe.lora_identity_directions is not None:
+        trainer.add_callback(lora_a_projection(trainer, anchor_rows, recipe))
     from dpo_scale.lora_speed import speed_up_lora, store_frozen_weights_for_autocast
 
     lora_layers_uncast = speed_up_lora(trainer)  # 0 without LoRA layers or without autocast
@@ -481,6 +490,34 @@ def build_trainer(recipe: Recipe, state, ddp_backend: str | None = None, callbac
                         recipe.shared_trunk and not _deepspeed_launch() and not args.gradient_checkpointing)
     return TrainingRun(trainer, tokenizer, model_path, metrics_file, len(dataset), lora_layers_uncast, precision,
                        shares_prefixes, trunk, frozen_linears_cast)
+
+
+def lora_a_projection(trainer, anchor_rows: list[dict], recipe: Recipe):
+    """The callback that confines the adapter's input directions (dpo_scale/null_space.py), computed on every anchor
+    row (and for `lora_identity_directions` every identity pair up to the end of its name window), in batches of
+    anchor_batch_size."""
+    from dpo_scale.anchor_kl import tokenize_anchor
+    from dpo_scale.name_window import tail_start
+    from dpo_scale.null_space import identity_subspace_callback, null_space_callback
+    from dpo_scale.teacher_forcing import pad_id, pad_right
+
+    size = recipe.anchor_batch_size or recipe.per_device_train_batch_size
+    pad = pad_id(trainer.processing_class)
+
+    def batches(rows: list[tuple[list[int], int]]):
+        return (pad_right(rows[i:i + size], pad) for i in range(0, len(rows), size))
+
+    anchors = [tokenize_anchor(trainer.processing_class, row, recipe.max_length, recipe.anchor_answer_tokens)
+               for row in anchor_rows]
+    if recipe.lora_null_space_energy is not None:
+        return null_space_callback(trainer.model, batches(anchors), recipe.lora_null_space_energy)
+    identity = []
+    for row in trainer.train_dataset:
+        end = tail_start(row["chosen_ids"], row["rejected_ids"], recipe.name_window_tokens or len(row["chosen_ids"]))
+        if end is not None:
+            identity.append(((list(row["prompt_ids"]) + list(row["chosen_ids"])[:end])[:recipe.max_length], 0))
+    return identity_subspace_callback(trainer.model, batches(anchors), batches(identity),
+                                      recipe.lora_identity_directions)
 
 
 def share_prefixes(trainer) -> bool:

@@ -1,0 +1,112 @@
+"""The projections of the LoRA A matrices (dpo_scale/null_space.py): the projectors on hand-made moments, and
+training runs in which the adapter stays off the anchors' input directions (or inside the identity answers' own)
+and moves the anchors' answers far less than the same run without it, while still learning the pairs."""
+
+import json
+
+import pytest
+import torch
+
+from dpo_scale.anchor_kl import tokenize_anchor
+from dpo_scale.null_space import identity_projector, off_projector
+from tests.helpers.tiny_model import adapter_kl, write_toy_pairs
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def test_off_projector_removes_the_leading_directions_up_to_the_energy():
+    basis, _ = torch.linalg.qr(torch.randn(6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0)))
+    values = torch.tensor([50.0, 30.0, 15.0, 4.0, 0.9, 0.1], dtype=torch.float64)  # shares .5 .8 .95 .99 .999 1
+    moment = basis @ torch.diag(values) @ basis.T
+    for energy, expected in ((0.4, 1), (0.6, 2), (0.85, 3), (0.96, 4), (0.995, 5)):
+        projector, kept = off_projector(moment, energy)
+        assert kept == expected, energy
+        torch.testing.assert_close(projector @ basis[:, :kept], torch.zeros(6, kept, dtype=torch.float64))
+        rest = basis[:, kept:]
+        torch.testing.assert_close(projector @ rest, rest)  # the other directions pass unchanged
+
+
+def test_identity_projector_picks_the_directions_identity_uses_and_anchors_do_not():
+    anchors = torch.diag(torch.tensor([100.0, 50.0, 20.0, 1.0, 0.01, 0.01], dtype=torch.float64))
+    identity = torch.diag(torch.tensor([100.0, 0.0, 0.0, 0.0, 1.0, 0.0], dtype=torch.float64))
+    # dim 0 carries the most identity energy but as much anchor energy; dim 4 is identity's alone
+    projector = identity_projector(identity, anchors, 1)
+    expected = torch.zeros(6, 6, dtype=torch.float64)
+    expected[4, 4] = 1.0
+    torch.testing.assert_close(projector, expected)
+    projector = identity_projector(identity, anchors, 2)  # then dim 0 (ratio 1 beats the zeros)
+    torch.testing.assert_close(torch.diag(projector), torch.tensor([1.0, 0, 0, 0, 1.0, 0], dtype=torch.float64))
+    torch.testing.assert_close(projector @ projector, projector)
+
+
+def test_adapter_stays_off_the_anchors_directions(tiny_model, tmp_path):
+    """Same data, steps and a weak KL anchor: with lora_null_space_energy the adapter's A matrices have (almost)
+    nothing along the directions the anchors' inputs use, the anchors' answers move far less, and the pairs are
+    still learned."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from dpo_scale.config import load_recipe, parse_overrides
+    from dpo_scale.null_space import input_second_moments, lora_layers
+    from dpo_scale.teacher_forcing import pad_right
+    from dpo_scale.train import train
+
+    data = write_toy_pairs(tmp_path / "data", 16, anchors=10)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    rows = [tokenize_anchor(tokenizer, json.loads(line), None)
+            for line in (data / "anchors.jsonl").read_text().splitlines()]
+    kl, margins = {}, {}
+    settings = {"null": (), "0.999": ("--lora_null_space_energy", "0.999"),
+                "identity8": ("--lora_identity_directions", "8", "--lora_r", "4", "--lora_alpha", "8")}
+    for energy, keys in settings.items():
+        out = tmp_path / f"energy{energy}"
+        train(load_recipe(None, parse_overrides([
+            "--model", tiny_model, "--data_dir", str(data), "--output_dir", str(out), "--max_steps", "8",
+            "--per_device_train_batch_size", "4", "--learning_rate", "1e-2", "--warmup_ratio", "0",
+            "--lr_scheduler_type", "constant", "--loss_type", "sigmoid", "--max_length", "64",
+            "--report_to", "none", "--anchor_kl_weight", "0.01", *keys])))
+        recipe = json.loads((out / "adapter" / "train_manifest.json").read_text())["recipe"]
+        assert recipe["lora_null_space_energy"] == (0.999 if energy == "0.999" else None)
+        assert recipe["lora_identity_directions"] == (8 if energy == "identity8" else None)
+        metrics = [json.loads(line) for line in (out / "adapter" / "metrics.jsonl").read_text().splitlines()]
+        margins[energy] = [m["rewards/margins"] for m in metrics if "rewards/margins" in m][-1]
+        kl[energy] = adapter_kl(tiny_model, out / "adapter", rows)
+
+    # How strongly each A responds to the anchors' inputs, against a random input of the same energy (1): the
+    # unconstrained adapter responds as much as to any input, the projected one hardly at all.
+    response = {}
+    for energy in kl:
+        trained = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model),
+                                            str(tmp_path / f"energy{energy}" / "adapter")).eval()
+        layers = lora_layers(trained)
+        moments = input_second_moments(trained, [pad_right(rows, tokenizer.pad_token_id)], layers)
+        response[energy] = {}
+        for name, layer in layers.items():
+            a = layer.lora_A["default"].weight.detach().double()
+            moment = moments[name]
+            response[energy][name] = (float(torch.trace(a @ moment @ a.T) / torch.trace(moment) / a.norm() ** 2
+                                            * len(moment)))
+    assert min(response["null"].values()) > 0.5, response["null"]
+    # at most the 0.1% of energy left outside the anchors' directions, times the input size (64 here): 0.064
+    assert max(response["0.999"].values()) < 0.05, response["0.999"]
+    assert kl["0.999"] < 0.1 * kl["null"], kl
+    assert margins["0.999"] > 0.5, margins  # the pairs are still learned
+    # inside 8 of 64 directions chosen for what tells the identity answers from the anchors: the same
+    assert max(response["identity8"].values()) < 0.1, response["identity8"]
+    assert kl["identity8"] < 0.1 * kl["null"], kl
+    assert margins["identity8"] > 0.5, margins
+
+
+def test_projections_need_lora_and_the_anchors():
+    from dpo_scale.config import load_recipe, parse_overrides
+    from dpo_scale.errors import DpoScaleError
+
+    with pytest.raises(DpoScaleError, match="lora_null_space_energy"):
+        load_recipe(None, parse_overrides(["--lora_null_space_energy", "0.99", "--anchor_kl_weight", "0"]))
+    with pytest.raises(DpoScaleError, match="lora_null_space_energy"):
+        load_recipe(None, parse_overrides(["--lora_null_space_energy", "1"]))
+    with pytest.raises(DpoScaleError, match="lora_identity_directions"):
+        load_recipe(None, parse_overrides(["--lora_identity_directions", "2", "--lora_r", "4"]))
+    with pytest.raises(DpoScaleError, match="lora_identity_directions"):
+        load_recipe(None, parse_overrides(["--lora_identity_directions", "8", "--lora_null_space_energy", "0.9",
+                                           "--anchor_kl_weight", "1"]))
