@@ -11,7 +11,13 @@ import torch
 
 from dpo_scale.anchor_kl import tokenize_anchor
 from dpo_scale.teacher_forcing import kl_per_position, kl_top_k, lead_shortfall, pad_right, top_k, top_two
-from tests.helpers.tiny_model import adapter_kl, adapter_logits, toy_anchor_rows, write_toy_pairs
+from tests.helpers.tiny_model import (
+    adapter_kl,
+    adapter_logits,
+    toy_anchor_rows,
+    toy_data_and_anchors,
+    write_toy_pairs,
+)
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -166,15 +172,10 @@ def test_margin_keeps_the_base_top_tokens_on_top(tiny_model, tmp_path):
     """Same data, steps and KL anchor: with anchor_margin_weight the trained model's lead of the base's top token on
     the anchors' answers falls far less short of the base's own (up to the margin), and it keeps more of the base's
     greedy choices."""
-    from transformers import AutoTokenizer
-
     from dpo_scale.config import load_recipe, parse_overrides
     from dpo_scale.train import train
 
-    data = write_toy_pairs(tmp_path / "data", 16, anchors=10)
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
-    rows = [tokenize_anchor(tokenizer, json.loads(line), None)
-            for line in (data / "anchors.jsonl").read_text().splitlines()]
+    data, rows = toy_data_and_anchors(tmp_path / "data", tiny_model)
     shortfall, kept = {}, {}
     for weight in ("0", "20"):
         out = tmp_path / f"margin{weight}"

@@ -7,9 +7,8 @@ import json
 import pytest
 import torch
 
-from dpo_scale.anchor_kl import tokenize_anchor
 from dpo_scale.null_space import identity_projector, off_projector
-from tests.helpers.tiny_model import adapter_kl, write_toy_pairs
+from tests.helpers.tiny_model import adapter_kl, toy_data_and_anchors
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -51,10 +50,8 @@ def test_adapter_stays_off_the_anchors_directions(tiny_model, tmp_path):
     from dpo_scale.teacher_forcing import pad_right
     from dpo_scale.train import train
 
-    data = write_toy_pairs(tmp_path / "data", 16, anchors=10)
+    data, rows = toy_data_and_anchors(tmp_path / "data", tiny_model)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
-    rows = [tokenize_anchor(tokenizer, json.loads(line), None)
-            for line in (data / "anchors.jsonl").read_text().splitlines()]
     kl, margins = {}, {}
     settings = {"null": (), "0.999": ("--lora_null_space_energy", "0.999"),
                 "identity8": ("--lora_identity_directions", "8", "--lora_r", "4", "--lora_alpha", "8")}

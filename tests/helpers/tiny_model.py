@@ -130,6 +130,21 @@ def write_toy_pairs(folder: str | Path, n: int, anchors: int = 0) -> Path:
     return folder
 
 
+def toy_data_and_anchors(folder: str | Path, model: str | Path) -> tuple[Path, list[tuple[list[int], int]]]:
+    """`write_toy_pairs(folder, 16, anchors=10)`, and its anchor rows tokenized as the KL anchor scores them."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    from dpo_scale.anchor_kl import tokenize_anchor
+
+    data = write_toy_pairs(folder, 16, anchors=10)
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    rows = [tokenize_anchor(tokenizer, json.loads(line), None)
+            for line in (data / "anchors.jsonl").read_text().splitlines()]
+    return data, rows
+
+
 def adapter_logits(model: str | Path, adapter: str | Path, rows: list[tuple[list[int], int]]):
     """(base logits, base + adapter logits) at the scored positions of (ids, first scored position) rows."""
     import torch
