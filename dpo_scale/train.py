@@ -695,7 +695,9 @@ def exit_without_teardown(code: int) -> None:
     There, after the adapter was saved and the process group destroyed, rank 0 of a 2-process gloo run aborted
     ("terminate called without an active exception", SIGABRT) about once in 50 runs on a 2-core CPU host
     (2026-12-07; faulthandler: no Python frame, so inside the teardown). torchrun then reports the whole run as
-    failed and a Slurm job ends FAILED although every file was written. The teardown frees nothing the OS does not."""
+    failed and a Slurm job ends FAILED although every file was written. Skipped with the teardown: the flushing of
+    files left open (what this package writes is closed before `main` returns; logging's handlers flush in their
+    exit handler)."""
     import atexit
 
     atexit._run_exitfuncs()  # no public equivalent; present in every CPython 3
