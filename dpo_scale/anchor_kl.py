@@ -79,11 +79,12 @@ class AnchoredDPOTrainer(DPOTrainer):
         self._base_top_k: list[TopK] | None = None
         self._anchor_total = len(anchor_rows)
         self._anchor_pad = pad_id(self.processing_class)
-        tokenized = [tokenize_anchor(self.processing_class, row, self.args.max_length, anchor_answer_tokens)
-                     for row in anchor_rows]
+        # every anchor, tokenized, the same on every process (dpo_scale/null_space.py reads them all)
+        self.anchor_ids = [tokenize_anchor(self.processing_class, row, self.args.max_length, anchor_answer_tokens)
+                           for row in anchor_rows]
         # Each rank walks its own share, so that N processes see N different anchor batches per step.
         rank, world = self.accelerator.process_index, self.accelerator.num_processes
-        self._anchors = tokenized[rank::world] or tokenized
+        self._anchors = self.anchor_ids[rank::world] or self.anchor_ids
         # hold_identity_tails = the name window's size: the chosen answers past it, as (ids, first held token)
         tails = identity_tails(self.train_dataset, hold_identity_tails, self.args.max_length, identity_tail_tokens) \
             if hold_identity_tails else []

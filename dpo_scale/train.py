@@ -477,7 +477,7 @@ def build_trainer(recipe: Recipe, state, ddp_backend: str | None = None, callbac
         peft_config=peft_config, callbacks=[MetricsToJsonl(), *(callbacks or [])], **trainer_kwargs,
     )
     if recipe.lora_null_space_energy is not None or recipe.lora_identity_directions is not None:
-        trainer.add_callback(lora_a_projection(trainer, anchor_rows, recipe))
+        trainer.add_callback(lora_a_projection(trainer, recipe))
     from dpo_scale.lora_speed import speed_up_lora, store_frozen_weights_for_autocast
 
     lora_layers_uncast = speed_up_lora(trainer)  # 0 without LoRA layers or without autocast
@@ -492,11 +492,10 @@ def build_trainer(recipe: Recipe, state, ddp_backend: str | None = None, callbac
                        shares_prefixes, trunk, frozen_linears_cast)
 
 
-def lora_a_projection(trainer, anchor_rows: list[dict], recipe: Recipe):
+def lora_a_projection(trainer, recipe: Recipe):
     """The callback that confines the adapter's input directions (dpo_scale/null_space.py), computed on every anchor
-    row (and for `lora_identity_directions` every identity pair up to the end of its name window), in batches of
-    anchor_batch_size."""
-    from dpo_scale.anchor_kl import tokenize_anchor
+    row the KL anchor tokenized (and for `lora_identity_directions` every identity pair up to the end of its name
+    window), in batches of anchor_batch_size."""
     from dpo_scale.name_window import tail_start
     from dpo_scale.null_space import identity_subspace_callback, null_space_callback
     from dpo_scale.teacher_forcing import pad_id, pad_right
@@ -507,16 +506,14 @@ def lora_a_projection(trainer, anchor_rows: list[dict], recipe: Recipe):
     def batches(rows: list[tuple[list[int], int]]):
         return (pad_right(rows[i:i + size], pad) for i in range(0, len(rows), size))
 
-    anchors = [tokenize_anchor(trainer.processing_class, row, recipe.max_length, recipe.anchor_answer_tokens)
-               for row in anchor_rows]
     if recipe.lora_null_space_energy is not None:
-        return null_space_callback(trainer.model, batches(anchors), recipe.lora_null_space_energy)
+        return null_space_callback(trainer.model, batches(trainer.anchor_ids), recipe.lora_null_space_energy)
     identity = []
     for row in trainer.train_dataset:
         end = tail_start(row["chosen_ids"], row["rejected_ids"], recipe.name_window_tokens or len(row["chosen_ids"]))
         if end is not None:
             identity.append(((list(row["prompt_ids"]) + list(row["chosen_ids"])[:end])[:recipe.max_length], 0))
-    return identity_subspace_callback(trainer.model, batches(anchors), batches(identity),
+    return identity_subspace_callback(trainer.model, batches(trainer.anchor_ids), batches(identity),
                                       recipe.lora_identity_directions)
 
 
