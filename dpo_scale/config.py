@@ -184,8 +184,8 @@ class Recipe:
     anchor_margin: float = setting(1.0, "with anchor_margin_weight: the most of the base's lead (nats) that is held")
     lora_null_space_energy: float | None = setting(
         None, "keep the LoRA A matrices off the input directions that hold this share (0-1) of the anchors' input "
-        "energy, per adapted layer (needs the KL anchor's rows, LoRA, no ZeRO-3): inputs like the anchors' pass as in "
-        "the base (dpo_scale/null_space.py). null: off")
+        "energy, per adapted layer (needs the KL anchor's rows, LoRA, no DeepSpeed): inputs like the anchors' pass as "
+        "in the base (dpo_scale/null_space.py). null: off")
     lora_identity_directions: int | None = setting(
         None, "keep the LoRA A matrices inside the this many input directions per adapted layer where the identity "
         "answers' inputs have the most energy against the anchors' (needs LoRA and the anchors, no DeepSpeed; "
@@ -294,9 +294,10 @@ class Recipe:
         if self.lora_identity_directions is not None:
             if self.lora_identity_directions < self.lora_r:
                 raise bad("lora_identity_directions", f"must be at least lora_r ({self.lora_r}) or null")
-            if self.anchor_kl_weight <= 0 or not self.use_lora or self.lora_null_space_energy is not None:
-                raise bad("lora_identity_directions", "needs LoRA (use_lora) and the anchors (anchor_kl_weight > 0), "
-                          "and not lora_null_space_energy")
+            if self.anchor_kl_weight <= 0 or not self.use_lora:
+                raise bad("lora_identity_directions", "needs LoRA (use_lora) and the anchors (anchor_kl_weight > 0)")
+            if self.lora_null_space_energy is not None:
+                raise bad("lora_identity_directions", "set it or lora_null_space_energy, not both")
         if self.anchor_answer_tokens is not None and self.anchor_answer_tokens <= 0:
             raise bad("anchor_answer_tokens", "must be > 0 or null")
         if self.identity_tail_tokens is not None and self.identity_tail_tokens <= 0:
