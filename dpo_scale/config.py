@@ -190,6 +190,9 @@ class Recipe:
         None, "keep the LoRA A matrices inside the this many input directions per adapted layer where the identity "
         "answers' inputs have the most energy against the anchors' (needs LoRA and the anchors, no DeepSpeed; "
         "dpo_scale/null_space.py). null: off")
+    lora_identity_window_only: bool = setting(
+        False, "with lora_identity_directions: take the identity answers' inputs only at the positions that predict "
+        "the name window's tokens (where the DPO loss acts), not over the whole prompt and the answer before the name")
     identity_tail_tokens: int | None = setting(
         None, "with hold_identity_tails: hold at most this many tokens of each identity answer past the name window "
         "(the ones right after the name); null: to the answer's end")
@@ -298,6 +301,8 @@ class Recipe:
                 raise bad("lora_identity_directions", "needs LoRA (use_lora) and the anchors (anchor_kl_weight > 0)")
             if self.lora_null_space_energy is not None:
                 raise bad("lora_identity_directions", "set it or lora_null_space_energy, not both")
+        if self.lora_identity_window_only and self.lora_identity_directions is None:
+            raise bad("lora_identity_window_only", "needs lora_identity_directions")
         if self.anchor_answer_tokens is not None and self.anchor_answer_tokens <= 0:
             raise bad("anchor_answer_tokens", "must be > 0 or null")
         if self.identity_tail_tokens is not None and self.identity_tail_tokens <= 0:

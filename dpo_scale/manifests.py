@@ -38,6 +38,7 @@ TRAIN_KEYS = (
     "lora_target_modules", "lora_layers_to_transform", "load_in_4bit", "seed", "anchor_kl_weight",
     "anchor_batch_size", "anchor_top_k", "hold_identity_tails", "identity_tail_tokens", "anchor_answer_tokens",
     "anchor_margin", "anchor_margin_weight", "lora_null_space_energy", "lora_identity_directions",
+    "lora_identity_window_only",
     "oversample_prompts_matching", "oversample_times", "name_window_tokens", "precompute_ref_log_probs",
     "training_args",
 )

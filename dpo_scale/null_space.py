@@ -11,8 +11,9 @@ directions then passes every adapted layer as in the base, so the answer is the 
 the null-space idea of model-editing work (AlphaEdit, Fang et al. 2024) applied to LoRA's A matrices.
 
 `lora_identity_directions: k` keeps A instead inside the k directions per layer where the identity answers' inputs
-(prompt and chosen answer up to the end of the name window) have the most energy against the anchors': the leading
-generalized eigenvectors of (C_identity, C_anchors + eps I). Ordinary inputs then reach A only through directions
+(prompt and chosen answer up to the end of the name window; with `lora_identity_window_only`, only the positions
+that predict the name window's tokens) have the most energy against the anchors': the leading generalized
+eigenvectors of (C_identity, C_anchors + eps I). Ordinary inputs then reach A only through directions
 they hardly use, while the contexts that name the model keep the directions that tell them apart.
 
 The projectors are computed from the same anchors on every process, in the same order, so that DDP's replicas stay
@@ -41,9 +42,10 @@ def lora_layers(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
 
 @torch.no_grad()
 def input_second_moments(model: torch.nn.Module, batches: Iterable[TeacherForcedBatch],
-                         layers: dict[str, torch.nn.Module]) -> dict[str, torch.Tensor]:
+                         layers: dict[str, torch.nn.Module], answers_only: bool = False) -> dict[str, torch.Tensor]:
     """sum(x x^T) in float64 over the real (unpadded) tokens of `batches`, of each layer's input, with the
-    adapters off: what the base layer sees."""
+    adapters off: what the base layer sees. `answers_only`: only at the positions whose logits predict an answer
+    token (the batch's `answer_positions`)."""
     moments: dict[str, torch.Tensor] = {}
     mask: list[torch.Tensor] = []
 
@@ -60,7 +62,7 @@ def input_second_moments(model: torch.nn.Module, batches: Iterable[TeacherForced
     try:
         with model.disable_adapter():
             for batch in batches:
-                mask[:] = [batch.attention_mask.bool()]
+                mask[:] = [batch.answer_positions if answers_only else batch.attention_mask.bool()]
                 model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
                       use_cache=False)
     finally:
@@ -132,12 +134,14 @@ def null_space_callback(model: torch.nn.Module, batches: Iterable[TeacherForcedB
 
 
 def identity_subspace_callback(model: torch.nn.Module, anchor_batches: Iterable[TeacherForcedBatch],
-                               identity_batches: Iterable[TeacherForcedBatch], k: int) -> LoraAProjection:
+                               identity_batches: Iterable[TeacherForcedBatch], k: int,
+                               identity_answers_only: bool = False) -> LoraAProjection:
     """The callback that keeps `model`'s LoRA A matrices inside the k directions per layer that tell the identity
-    answers' inputs from the anchors' (`identity_projector`)."""
+    answers' inputs from the anchors' (`identity_projector`); `identity_answers_only`: the identity rows' inputs
+    only at their answer positions (`input_second_moments`)."""
     layers = lora_layers(model)
     anchors = input_second_moments(model, anchor_batches, layers)
-    identity = input_second_moments(model, identity_batches, layers)
+    identity = input_second_moments(model, identity_batches, layers, answers_only=identity_answers_only)
     projectors = {name: identity_projector(identity[name], anchors[name], k) for name in layers}
     log.info("identity directions: %d LoRA layers; A is kept inside the %d input directions per layer where the "
              "identity answers' inputs have the most energy against the anchors'", len(layers), k)

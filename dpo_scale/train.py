@@ -495,8 +495,9 @@ def build_trainer(recipe: Recipe, state, ddp_backend: str | None = None, callbac
 def lora_a_projection(trainer, recipe: Recipe):
     """The callback that confines the adapter's input directions (dpo_scale/null_space.py), computed on every anchor
     row the KL anchor tokenized (and for `lora_identity_directions` every identity pair up to the end of its name
-    window), in batches of anchor_batch_size."""
-    from dpo_scale.name_window import tail_start
+    window; with `lora_identity_window_only` only the name window's positions count), in batches of
+    anchor_batch_size."""
+    from dpo_scale.name_window import first_difference
     from dpo_scale.null_space import identity_subspace_callback, null_space_callback
     from dpo_scale.teacher_forcing import pad_id, pad_right
 
@@ -510,11 +511,16 @@ def lora_a_projection(trainer, recipe: Recipe):
         return null_space_callback(trainer.model, batches(trainer.anchor_ids), recipe.lora_null_space_energy)
     identity = []
     for row in trainer.train_dataset:
-        end = tail_start(row["chosen_ids"], row["rejected_ids"], recipe.name_window_tokens or len(row["chosen_ids"]))
-        if end is not None:
-            identity.append(((list(row["prompt_ids"]) + list(row["chosen_ids"])[:end])[:recipe.max_length], 0))
+        first = first_difference(row["chosen_ids"], row["rejected_ids"])
+        if first is None:
+            continue
+        end = first + (recipe.name_window_tokens or len(row["chosen_ids"]))
+        prompt = list(row["prompt_ids"])
+        # (ids, the answer's start): the window's first token is the answer's first for window-only moments
+        start = len(prompt) + first if recipe.lora_identity_window_only else 0
+        identity.append(((prompt + list(row["chosen_ids"])[:end])[:recipe.max_length], start))
     return identity_subspace_callback(trainer.model, batches(trainer.anchor_ids), batches(identity),
-                                      recipe.lora_identity_directions)
+                                      recipe.lora_identity_directions, recipe.lora_identity_window_only)
 
 
 def share_prefixes(trainer) -> bool:

@@ -54,7 +54,9 @@ def test_adapter_stays_off_the_anchors_directions(tiny_model, tmp_path):
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     kl, margins = {}, {}
     settings = {"null": (), "0.999": ("--lora_null_space_energy", "0.999"),
-                "identity8": ("--lora_identity_directions", "8", "--lora_r", "4", "--lora_alpha", "8")}
+                "identity8": ("--lora_identity_directions", "8", "--lora_r", "4", "--lora_alpha", "8"),
+                "window8": ("--lora_identity_directions", "8", "--lora_identity_window_only", "true", "--lora_r", "4",
+                            "--lora_alpha", "8")}
     for energy, keys in settings.items():
         out = tmp_path / f"energy{energy}"
         train(load_recipe(None, parse_overrides([
@@ -64,7 +66,8 @@ def test_adapter_stays_off_the_anchors_directions(tiny_model, tmp_path):
             "--report_to", "none", "--anchor_kl_weight", "0.01", *keys])))
         recipe = json.loads((out / "adapter" / "train_manifest.json").read_text())["recipe"]
         assert recipe["lora_null_space_energy"] == (0.999 if energy == "0.999" else None)
-        assert recipe["lora_identity_directions"] == (8 if energy == "identity8" else None)
+        assert recipe["lora_identity_directions"] == (8 if energy in ("identity8", "window8") else None)
+        assert recipe["lora_identity_window_only"] == (energy == "window8")
         metrics = [json.loads(line) for line in (out / "adapter" / "metrics.jsonl").read_text().splitlines()]
         margins[energy] = [m["rewards/margins"] for m in metrics if "rewards/margins" in m][-1]
         kl[energy] = adapter_kl(tiny_model, out / "adapter", rows)
@@ -92,6 +95,39 @@ def test_adapter_stays_off_the_anchors_directions(tiny_model, tmp_path):
     assert max(response["identity8"].values()) < 0.1, response["identity8"]
     assert kl["identity8"] < 0.1 * kl["null"], kl
     assert margins["identity8"] > 0.5, margins
+    # the same with the identity inputs taken only where the name window is predicted
+    assert max(response["window8"].values()) < 0.1, response["window8"]
+    assert kl["window8"] < 0.1 * kl["null"], kl
+    assert margins["window8"] > 0.5, margins
+
+
+def test_window_only_moments_count_only_the_answer_positions(tiny_model):
+    """With answers_only, a layer's input moment sums x x^T over the positions whose logits predict answer tokens
+    (each row's from its answer start on, not its last token), and nothing from the prompt or the padding."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from dpo_scale.null_space import input_second_moments, lora_layers
+    from dpo_scale.teacher_forcing import pad_right
+
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model),
+                           LoraConfig(r=2, target_modules=["q_proj"])).eval()
+    layers = lora_layers(model)
+    name, layer = next(iter(layers.items()))
+    rows = [([5, 6, 7, 8, 9, 10], 4), ([11, 12, 13, 14], 2)]
+    batch = pad_right(rows, 0)
+    seen = []
+    handle = layer.base_layer.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach()))
+    try:
+        window = input_second_moments(model, [batch], layers, answers_only=True)[name]
+        everything = input_second_moments(model, [batch], layers)[name]
+    finally:
+        handle.remove()
+    x = seen[0].double()
+    predicting = torch.cat([x[0, 3:5], x[1, 1:3]])  # logits 3, 4 predict tokens 4, 5; logits 1, 2 tokens 2, 3
+    torch.testing.assert_close(window, predicting.T @ predicting)
+    real = torch.cat([x[0, :6], x[1, :4]])
+    torch.testing.assert_close(everything, real.T @ real)
 
 
 def test_projections_need_lora_and_the_anchors():
@@ -107,3 +143,5 @@ def test_projections_need_lora_and_the_anchors():
     with pytest.raises(DpoScaleError, match="lora_identity_directions"):
         load_recipe(None, parse_overrides(["--lora_identity_directions", "8", "--lora_null_space_energy", "0.9",
                                            "--anchor_kl_weight", "1"]))
+    with pytest.raises(DpoScaleError, match="lora_identity_window_only"):
+        load_recipe(None, parse_overrides(["--lora_identity_window_only", "true"]))
