@@ -507,8 +507,12 @@ def lora_a_projection(trainer, recipe: Recipe):
     def batches(rows: list[tuple[list[int], int]]):
         return (pad_right(rows[i:i + size], pad) for i in range(0, len(rows), size))
 
+    def count(rows: list) -> int:
+        return -(-len(rows) // size)
+
     if recipe.lora_null_space_energy is not None:
-        return null_space_callback(trainer.model, batches(trainer.anchor_ids), recipe.lora_null_space_energy)
+        return null_space_callback(trainer.model, batches(trainer.anchor_ids), recipe.lora_null_space_energy,
+                                   count(trainer.anchor_ids))
     identity = []
     for row in trainer.train_dataset:
         first = first_difference(row["chosen_ids"], row["rejected_ids"])
@@ -520,7 +524,8 @@ def lora_a_projection(trainer, recipe: Recipe):
         start = len(prompt) + first if recipe.lora_identity_window_only else 0
         identity.append(((prompt + list(row["chosen_ids"])[:end])[:recipe.max_length], start))
     return identity_subspace_callback(trainer.model, batches(trainer.anchor_ids), batches(identity),
-                                      recipe.lora_identity_directions, recipe.lora_identity_window_only)
+                                      recipe.lora_identity_directions, recipe.lora_identity_window_only,
+                                      (count(trainer.anchor_ids), count(identity)))
 
 
 def share_prefixes(trainer) -> bool:
