@@ -44,10 +44,10 @@ def lora_layers(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
 @torch.no_grad()
 def input_second_moments(model: torch.nn.Module, batches: Iterable[TeacherForcedBatch],
                          layers: dict[str, torch.nn.Module], answers_only: bool = False,
-                         progress: str | None = None, total: int | None = None) -> dict[str, torch.Tensor]:
+                         progress: str | None = None) -> dict[str, torch.Tensor]:
     """sum(x x^T) in float64 over the real (unpadded) tokens of `batches`, of each layer's input, with the
     adapters off: what the base layer sees. `answers_only`: only at the positions whose logits predict an answer
-    token (the batch's `answer_positions`). `progress`: a progress bar with this label (`total` batches)."""
+    token (the batch's `answer_positions`). `progress`: a progress bar with this label."""
     moments: dict[str, torch.Tensor] = {}
     mask: list[torch.Tensor] = []
 
@@ -63,7 +63,7 @@ def input_second_moments(model: torch.nn.Module, batches: Iterable[TeacherForced
     device = next(model.parameters()).device
     try:
         with model.disable_adapter():
-            for batch in tqdm(batches, desc=progress, total=total, disable=progress is None):
+            for batch in tqdm(batches, desc=progress, disable=progress is None):
                 mask[:] = [batch.answer_positions if answers_only else batch.attention_mask.bool()]
                 model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
                       use_cache=False)
@@ -121,12 +121,11 @@ class LoraAProjection(TrainerCallback):
         project_lora_a(self.layers, self.projectors)
 
 
-def null_space_callback(model: torch.nn.Module, batches: Iterable[TeacherForcedBatch], energy: float,
-                        total: int | None = None) -> LoraAProjection:
-    """The callback that keeps `model`'s LoRA A matrices off the directions holding `energy` of the anchors' inputs
-    (`total`: how many batches, for the progress bar)."""
+def null_space_callback(model: torch.nn.Module, batches: Iterable[TeacherForcedBatch],
+                        energy: float) -> LoraAProjection:
+    """The callback that keeps `model`'s LoRA A matrices off the directions holding `energy` of the anchors' inputs."""
     layers = lora_layers(model)
-    moments = input_second_moments(model, batches, layers, progress="null space: anchors' inputs", total=total)
+    moments = input_second_moments(model, batches, layers, progress="null space: anchors' inputs")
     projectors, kept = {}, []
     for name, moment in moments.items():
         projectors[name], n = off_projector(moment, energy)
@@ -138,17 +137,14 @@ def null_space_callback(model: torch.nn.Module, batches: Iterable[TeacherForcedB
 
 def identity_subspace_callback(model: torch.nn.Module, anchor_batches: Iterable[TeacherForcedBatch],
                                identity_batches: Iterable[TeacherForcedBatch], k: int,
-                               identity_answers_only: bool = False,
-                               totals: tuple[int | None, int | None] = (None, None)) -> LoraAProjection:
+                               identity_answers_only: bool = False) -> LoraAProjection:
     """The callback that keeps `model`'s LoRA A matrices inside the k directions per layer that tell the identity
     answers' inputs from the anchors' (`identity_projector`); `identity_answers_only`: the identity rows' inputs
-    only at their answer positions (`input_second_moments`). `totals`: how many batches of each, for the progress
-    bars."""
+    only at their answer positions (`input_second_moments`)."""
     layers = lora_layers(model)
-    anchors = input_second_moments(model, anchor_batches, layers, progress="identity directions: anchors' inputs",
-                                   total=totals[0])
+    anchors = input_second_moments(model, anchor_batches, layers, progress="identity directions: anchors' inputs")
     identity = input_second_moments(model, identity_batches, layers, answers_only=identity_answers_only,
-                                    progress="identity directions: identity inputs", total=totals[1])
+                                    progress="identity directions: identity inputs")
     projectors = {name: identity_projector(identity[name], anchors[name], k) for name in layers}
     log.info("identity directions: %d LoRA layers; A is kept inside the %d input directions per layer where the "
              "identity answers' inputs have the most energy against the anchors'", len(layers), k)

@@ -504,15 +504,12 @@ def lora_a_projection(trainer, recipe: Recipe):
     size = recipe.anchor_batch_size or recipe.per_device_train_batch_size
     pad = pad_id(trainer.processing_class)
 
-    def batches(rows: list[tuple[list[int], int]]):
-        return (pad_right(rows[i:i + size], pad) for i in range(0, len(rows), size))
-
-    def count(rows: list) -> int:
-        return -(-len(rows) // size)
+    def batches(rows: list[tuple[list[int], int]]) -> list:
+        # padded up front (token ids only: a few MB), so that the progress bars know how many there are
+        return [pad_right(rows[i:i + size], pad) for i in range(0, len(rows), size)]
 
     if recipe.lora_null_space_energy is not None:
-        return null_space_callback(trainer.model, batches(trainer.anchor_ids), recipe.lora_null_space_energy,
-                                   count(trainer.anchor_ids))
+        return null_space_callback(trainer.model, batches(trainer.anchor_ids), recipe.lora_null_space_energy)
     identity = []
     for row in trainer.train_dataset:
         first = first_difference(row["chosen_ids"], row["rejected_ids"])
@@ -524,8 +521,7 @@ def lora_a_projection(trainer, recipe: Recipe):
         start = len(prompt) + first if recipe.lora_identity_window_only else 0
         identity.append(((prompt + list(row["chosen_ids"])[:end])[:recipe.max_length], start))
     return identity_subspace_callback(trainer.model, batches(trainer.anchor_ids), batches(identity),
-                                      recipe.lora_identity_directions, recipe.lora_identity_window_only,
-                                      (count(trainer.anchor_ids), count(identity)))
+                                      recipe.lora_identity_directions, recipe.lora_identity_window_only)
 
 
 def share_prefixes(trainer) -> bool:
