@@ -5,10 +5,11 @@
                  no gradient checkpointing, the recipe's batch and eager attention, whole answers, the same KL
                  anchor as ours (no identity-tail hold: it needs the name window), no reference log-probs precomputed,
                  chosen and rejected as two rows (TRL has no prefix sharing), the recipe's LoRA layers (peft's
-                 layers_to_transform) with every pass through all layers (TRL has no shared trunk)
+                 layers_to_transform) with every pass through all layers (TRL has no shared trunk), and TRL's fused
+                 LM head over every position on CPU (it scores only labelled ones on CUDA alone)
   (b) ours       `dpo_scale.train` with the default recipe (configs/smollm2_cpu.yaml): dtype auto, name window,
                  reference log-probs precomputed when an epoch repeats, each pair's shared prefix run once, the
-                 layers below the adapter run once per batch (shared trunk)
+                 layers below the adapter run once per batch (shared trunk), the LM head over answer positions only
   (c) ours_fp32  (b) with dtype float32: the figure of merit on an fp32 host
 
 Every mode, the baseline included, runs with dpo_scale's malloc settings (`dpo_scale/allocator.py`: freed tensors
@@ -52,6 +53,7 @@ LEVER_OFF = {"ours_no_name_window": {"name_window_tokens": None, "hold_identity_
              "ours_no_eager_attention": {"model_init_kwargs": None},
              "ours_no_prefix_sharing": {"prefix_sharing": False},
              "ours_no_shared_trunk": {"shared_trunk": False},
+             "ours_no_compact_lm_head": {"compact_lm_head": False},
              "ours_no_malloc": {}}
 LEVER_ENV = {"ours_no_malloc": {"DPO_SCALE_MALLOC": "system"}}  # the child's environment: glibc's defaults
 
@@ -113,7 +115,8 @@ def child(mode: str, data_dir: str, epochs: float, out_dir: str) -> None:
     overrides.update(LEVER_OFF.get(mode, {}))
     if mode == "trl_tuned":
         overrides.update({"name_window_tokens": None, "hold_identity_tails": False, "precompute_ref_log_probs": False,
-                          "anchor_top_k": None, "prefix_sharing": False, "shared_trunk": False})
+                          "anchor_top_k": None, "prefix_sharing": False, "shared_trunk": False,
+                          "compact_lm_head": False})
     recipe = load_recipe(str(REPO / "configs" / "smollm2_cpu.yaml"), overrides)
     timing: dict = {"step_starts": [], "flops": None}
 

@@ -155,6 +155,9 @@ class Recipe:
         True, "with lora_layers_to_transform above layer 0: the layers below the adapter run once for the policy and "
         "reference passes of a batch, not twice (dpo_scale/shared_trunk.py); the same logits. Off under DeepSpeed "
         "and gradient checkpointing")
+    compact_lm_head: bool = setting(
+        True, "on CPU, TRL's fused LM head scores only the answer positions (as it does on CUDA), not the prompt and "
+        "padding too (dpo_scale/compact_lm_head.py); the same log-probs and gradients")
     use_liger_kernel: bool = setting(False, "Liger's Triton kernels for RMSNorm, SwiGLU and RoPE (CUDA only; "
                                      "pip install -e '.[liger]'); benchmarks/RESULTS.md has the measured gain")
     report_to: list[str] = setting(doc="loggers, e.g. tensorboard,wandb (none: no logger)",

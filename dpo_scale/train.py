@@ -370,6 +370,7 @@ class TrainingRun:
     shares_prefixes: bool = False  # DPO pairs run packed (prefix_sharing)
     shared_trunk: Any = None  # dpo_scale.shared_trunk.SharedTrunk when the layers below the adapter run once
     frozen_linears_cast: int = 0  # frozen linear layers stored in the autocast dtype (lora_speed)
+    compact_lm_head: bool = False  # TRL's fused LM head scores only labelled positions on CPU (compact_lm_head)
 
 
 def train(recipe: Recipe, callbacks: list | None = None) -> Path:
@@ -483,13 +484,16 @@ def build_trainer(recipe: Recipe, state, ddp_backend: str | None = None, callbac
     lora_layers_uncast = speed_up_lora(trainer)  # 0 without LoRA layers or without autocast
     frozen_linears_cast = store_frozen_weights_for_autocast(trainer)  # 0 without autocast
     shares_prefixes = recipe.prefix_sharing and share_prefixes(trainer)
+    from dpo_scale.compact_lm_head import score_labelled_positions_only
+
+    compact_lm_head = score_labelled_positions_only(recipe.compact_lm_head)
     from dpo_scale.shared_trunk import share_trunk
 
     # ZeRO-3 gathers each layer's shards in a traced order that a cut layer list would break.
     trunk = share_trunk(trainer.model,
                         recipe.shared_trunk and not _deepspeed_launch() and not args.gradient_checkpointing)
     return TrainingRun(trainer, tokenizer, model_path, metrics_file, len(dataset), lora_layers_uncast, precision,
-                       shares_prefixes, trunk, frozen_linears_cast)
+                       shares_prefixes, trunk, frozen_linears_cast, compact_lm_head)
 
 
 def lora_a_projection(trainer, recipe: Recipe):
@@ -559,6 +563,7 @@ def publish_adapter(recipe: Recipe, run: TrainingRun, state, facts: dict) -> Pat
                 "adapter_dtype": str(next((p.dtype for p in trainer.model.parameters() if p.requires_grad), None)),
                 "lora_layers_uncast": run.lora_layers_uncast, "frozen_linears_cast": run.frozen_linears_cast,
                 "prefix_sharing": run.shares_prefixes,
+                "compact_lm_head": run.compact_lm_head,
                 "shared_trunk_layers": run.shared_trunk.first if run.shared_trunk and run.shared_trunk.checked else 0,
                 "gradient_checkpointing": args.gradient_checkpointing,
                 "gradient_checkpointing_kwargs": args.gradient_checkpointing_kwargs,
