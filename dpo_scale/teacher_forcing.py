@@ -45,14 +45,34 @@ def pad_right(rows: list[tuple[list[int], int]], pad_id: int) -> TeacherForcedBa
     return TeacherForcedBatch(input_ids, attention_mask, answer_positions)
 
 
+def output_head(model) -> torch.nn.Module:
+    """The LM head of `model` under its wrappers (DDP's `module`, peft's base model, which forwards the call)."""
+    return getattr(model, "module", model).get_output_embeddings()
+
+
 def answer_logits(model, batch: TeacherForcedBatch, device) -> torch.Tensor:
-    """One forward of `batch` on `device`: the logits that predict its answer tokens, rows one after another. The LM
-    head runs only from the batch's first such position on (transformers' `logits_to_keep`), not over the prompts."""
+    """One forward of `batch` on `device`: the logits that predict its answer tokens, rows one after another.
+
+    The LM head runs on those positions only: the forward keeps the hidden states from the batch's first answer
+    column on (transformers' `logits_to_keep`), and a pre-hook on the head picks the answer positions out of them,
+    so neither the prompts nor the padding after shorter answers (a third of an anchor batch's columns) are
+    projected onto the vocabulary. The model's own forward still applies whatever follows its head (a logit scale,
+    softcapping), elementwise."""
     ids, attention = batch.input_ids.to(device), batch.attention_mask.to(device)
     columns = batch.answer_positions.any(dim=0).nonzero()
     first = int(columns[0]) if len(columns) else 0
-    logits = model(input_ids=ids, attention_mask=attention, use_cache=False, logits_to_keep=ids.shape[1] - first).logits
-    return logits[batch.answer_positions[:, first:].to(logits.device)]
+    kept = batch.answer_positions[:, first:].to(device)
+
+    def answer_positions_only(_head, args):
+        return (args[0][kept].unsqueeze(0), *args[1:])
+
+    handle = output_head(model).register_forward_pre_hook(answer_positions_only)
+    try:
+        logits = model(input_ids=ids, attention_mask=attention, use_cache=False,
+                       logits_to_keep=ids.shape[1] - first).logits
+    finally:
+        handle.remove()
+    return logits[0]
 
 
 def kl_per_position(ref_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:

@@ -106,30 +106,41 @@ def test_answer_positions_cover_the_answer_and_its_end(tiny_model):
     assert both == ids[:prompt_len + 1] and both_len == prompt_len
 
 
-def test_answer_logits_run_the_lm_head_only_past_the_prompts(tiny_model):
-    """The anchor's answer logits equal those of a whole forward, and the LM head computes none for the positions
-    before the batch's first answer (logits_to_keep)."""
+def test_answer_logits_run_the_lm_head_only_on_answer_positions(tiny_model):
+    """The anchor's answer logits and their gradients equal those of a whole forward, and the LM head projects only
+    the answer positions: none of the prompts, none of the padding after shorter answers."""
     from types import SimpleNamespace
 
+    from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from dpo_scale.anchor_kl import AnchoredDPOTrainer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
-    model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
     rows = [tokenize_anchor(tokenizer, row, None) for row in toy_anchor_rows(3)]
     batch = pad_right(rows, tokenizer.pad_token_id)
     first_answer = min(prompt_len for _, prompt_len in rows) - 1
-    assert first_answer > 2  # the check below means something: there are prompt positions to skip
+    answers = int(batch.answer_positions.sum())
+    # the check below means something: there are prompt and padding positions past the first answer to skip
+    assert answers < len(rows) * (batch.input_ids.shape[1] - first_answer)
     seen = []
-    hook = model.lm_head.register_forward_hook(lambda _module, _args, out: seen.append(out.shape[1]))
+    hook = model.get_output_embeddings().register_forward_hook(lambda _m, _args, out: seen.append(out.shape[:-1]))
     fake_trainer = SimpleNamespace(accelerator=SimpleNamespace(device=torch.device("cpu")))
-    with torch.no_grad():
-        kept = AnchoredDPOTrainer._answer_logits(fake_trainer, model, batch)
-        hook.remove()
-        whole = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-    assert seen == [batch.input_ids.shape[1] - first_answer]
-    torch.testing.assert_close(kept, whole[batch.answer_positions])
+    kept = AnchoredDPOTrainer._answer_logits(fake_trainer, model, batch)
+    hook.remove()
+    whole = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[batch.answer_positions]
+    assert seen == [torch.Size([1, answers])]
+    torch.testing.assert_close(kept, whole)
+    weights = torch.randn(kept.shape, generator=torch.Generator().manual_seed(0))
+    grads = []
+    for logits in (kept, whole):
+        model.zero_grad()
+        (logits.log_softmax(-1) * weights).sum().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
+    for name, grad in grads[1].items():
+        torch.testing.assert_close(grads[0][name], grad, msg=name)
 
 
 def anchor_kl_after(model: str, adapter: Path, rows: list[dict]) -> float:
