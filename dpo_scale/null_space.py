@@ -47,16 +47,22 @@ def input_second_moments(model: torch.nn.Module, batches: Iterable[TeacherForced
                          progress: str | None = None) -> dict[str, torch.Tensor]:
     """sum(x x^T) in float64 over the real (unpadded) tokens of `batches`, of each layer's input, with the
     adapters off: what the base layer sees. `answers_only`: only at the positions whose logits predict an answer
-    token (the batch's `answer_positions`). `progress`: a progress bar with this label."""
+    token (the batch's `answer_positions`). `progress`: a progress bar with this label.
+
+    Layers that read the same input tensor (q, k and v; gate and up) share one product per forward, and the LM head
+    projects only the last position (no layer reads its output)."""
     moments: dict[str, torch.Tensor] = {}
     mask: list[torch.Tensor] = []
+    # the last input seen and its x^T x: q, k and v (gate and up) are called one after another on the same tensor
+    # object; holding it keeps its memory from being reused by a later input
+    last: list = [None, None]
 
     def hook(name: str):
         def collect(module, args):
-            x = args[0].detach()
-            x = x[mask[0].to(x.device)].to(torch.float64)  # (tokens, in_features)
-            moment = x.T @ x
-            moments[name] = moment if name not in moments else moments[name] + moment
+            if args[0] is not last[0]:
+                x = args[0].detach()[mask[0].to(args[0].device)].to(torch.float64)  # (tokens, in_features)
+                last[:] = [args[0], x.T @ x]
+            moments[name] = last[1].clone() if name not in moments else moments[name] + last[1]
         return collect
 
     handles = [module.base_layer.register_forward_pre_hook(hook(name)) for name, module in layers.items()]
@@ -66,8 +72,9 @@ def input_second_moments(model: torch.nn.Module, batches: Iterable[TeacherForced
             for batch in tqdm(batches, desc=progress, disable=progress is None):
                 mask[:] = [batch.answer_positions if answers_only else batch.attention_mask.bool()]
                 model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
-                      use_cache=False)
+                      use_cache=False, logits_to_keep=1)
     finally:
+        last[:] = [None, None]
         for handle in handles:
             handle.remove()
     return moments

@@ -145,3 +145,37 @@ def test_projections_need_lora_and_the_anchors():
                                            "--anchor_kl_weight", "1"]))
     with pytest.raises(DpoScaleError, match="lora_identity_window_only"):
         load_recipe(None, parse_overrides(["--lora_identity_window_only", "true"]))
+
+
+def test_layers_reading_one_input_share_its_moment_and_each_gets_its_own(tiny_model):
+    """q, k and v (gate and up) read the same tensor: one product serves them, and every layer's moment is still
+    sum(x x^T) of its own input over two batches, as a hook on that layer alone sees it."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from dpo_scale.null_space import input_second_moments, lora_layers
+    from dpo_scale.teacher_forcing import pad_right
+
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model),
+                           LoraConfig(r=2, target_modules="all-linear")).eval()
+    layers = lora_layers(model)
+    batches = [pad_right([([5, 6, 7, 8, 9, 10], 4), ([11, 12, 13, 14], 2)], 0), pad_right([([20, 21, 22], 1)], 0)]
+    seen: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
+    handles = [layer.base_layer.register_forward_pre_hook(
+        lambda module, args, name=name: seen[name].append(args[0].detach().clone())) for name, layer in layers.items()]
+    products = []
+    matmul = torch.Tensor.__matmul__
+    try:
+        torch.Tensor.__matmul__ = lambda a, b: (a.dtype == torch.float64 and products.append(a.shape)) or matmul(a, b)
+        moments = input_second_moments(model, batches, layers)
+    finally:
+        torch.Tensor.__matmul__ = matmul
+        for handle in handles:
+            handle.remove()
+    for name, inputs in seen.items():
+        x = torch.cat([inputs[0][batches[0].attention_mask.bool()], inputs[1][batches[1].attention_mask.bool()]])
+        torch.testing.assert_close(moments[name], x.double().T @ x.double(), msg=name)
+    per_layer = len([n for n in layers if ".layers.0." in n])
+    assert per_layer == 7  # q, k, v, o, gate, up, down
+    # the float64 products x^T x: four distinct inputs per decoder layer (q/k/v, o, gate/up, down) and forward
+    assert len(products) == 4 * (len(layers) // per_layer) * len(batches) < len(layers) * len(batches)
