@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import logging
 
-from packaging.version import Version
-
 log = logging.getLogger(__name__)
 
-# TRL versions whose trainer/utils.py reads `_use_triton` only to pick the compact path of the fused LM head
-CHECKED_TRL = (Version("1.16.0"), Version("1.17.0"))
+# The TRL release (major.minor) whose trainer/utils.py reads `_use_triton` only to pick the compact path of the fused
+# LM head (setup.cfg pins trl to it as well)
+CHECKED_TRL = "1.16"
 
 
 def _compact_everywhere_but_compiling(use_triton):
@@ -45,9 +44,9 @@ def score_labelled_positions_only(enabled: bool = True) -> bool:
         if installed:
             utils._use_triton = utils._use_triton.wrapped
         return False
-    if not CHECKED_TRL[0] <= Version(trl.__version__) < CHECKED_TRL[1]:
-        log.info("compact_lm_head: TRL %s is not the version this was checked against (%s); TRL scores every "
-                 "position on CPU", trl.__version__, CHECKED_TRL[0])
+    if ".".join(trl.__version__.split(".")[:2]) != CHECKED_TRL:
+        log.info("compact_lm_head: TRL %s is not the release this was checked against (%s.x); TRL scores every "
+                 "position on CPU", trl.__version__, CHECKED_TRL)
         return False
     if not installed:
         utils._use_triton = _compact_everywhere_but_compiling(utils._use_triton)

@@ -73,3 +73,15 @@ def test_switch_is_idempotent_and_reversible(compact_switch):
     assert utils._use_triton(cpu) and utils._use_triton.wrapped is original
     assert not compact_switch(False)
     assert utils._use_triton is original and not utils._use_triton(cpu)
+
+
+def test_other_trl_releases_are_left_alone(compact_switch, monkeypatch):
+    """On a TRL release the wrapper was not checked against, nothing is patched and TRL keeps its own choice."""
+    import trl
+    from trl.trainer import utils
+
+    compact_switch(False)
+    original = utils._use_triton
+    monkeypatch.setattr(trl, "__version__", "1.17.0")
+    assert not compact_switch(True)
+    assert utils._use_triton is original
