@@ -16,10 +16,9 @@ token, base_lead the same for the base. The KL is second order in small changes 
 to flip, which changes greedy answers; this term is first order where the base's top token loses ground.
 
 With `hold_identity_tails` the identity answers themselves are held too: each chosen answer's tokens past the name
-window (`name_window.tail_start`) are scored against the base like an anchor's answer, a second batch of the same
-size per micro-step, so that the rest of an answer that names the model stays what the base would say after that
-name.
-"""
+window (`name_window.tail_start`) are scored against the base like an anchor's answer, in the same batch as the
+anchors (twice as many rows), so that the rest of an answer that names the model stays what the base would say after
+that name. With prefix_sharing each such batch runs as one prefix tree (dpo_scale/prefix_tree.py)."""
 
 from __future__ import annotations
 
@@ -30,6 +29,7 @@ from trl import DPOTrainer
 
 from dpo_scale.errors import DpoScaleError
 from dpo_scale.name_window import tail_start
+from dpo_scale.prefix_tree import close_enough
 from dpo_scale.teacher_forcing import (
     TeacherForcedBatch,
     TopK,
@@ -90,6 +90,10 @@ class AnchoredDPOTrainer(DPOTrainer):
             if hold_identity_tails else []
         self._tails = tails[rank::world] or tails
         self._anchor_calls: int | None = None
+        # KL batches run as one prefix tree (dpo_scale/prefix_tree.py; train.build_trainer sets it with
+        # prefix_sharing), checked against right-padded rows on the first batch
+        self.packed_kl = False
+        self._packed_checked = False
         self._logged: dict[str, list[float]] = {"anchor_kl": [], "anchor_margin_shortfall": []}  # since the last log
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
@@ -126,7 +130,22 @@ class AnchoredDPOTrainer(DPOTrainer):
                  self.state.max_steps, use)
 
     def _answer_logits(self, model, batch: TeacherForcedBatch) -> torch.Tensor:
-        return answer_logits(model, batch, self.accelerator.device)
+        device = self.accelerator.device
+        if not self.packed_kl:
+            return answer_logits(model, batch, device)
+        logits = answer_logits(model, batch, device, packed=True)
+        if self._packed_checked:
+            return logits
+        self._packed_checked = True
+        with torch.no_grad():
+            expected = answer_logits(model, batch, device)
+        if close_enough(logits.detach(), expected):
+            log.info("KL anchor: each KL batch runs as one prefix tree (checked against padded rows)")
+            return logits
+        log.warning("KL anchor: the packed forward differs from padded rows (max %.3g); off",
+                    (logits.detach().float() - expected.float()).abs().max().item())
+        self.packed_kl = False
+        return answer_logits(model, batch, device)
 
     def _cache_base_top_k(self, model) -> list[TopK]:
         """Every anchor's base distributions (adapter off) as top-k, in batches. All ranks run the same number of
@@ -145,43 +164,49 @@ class AnchoredDPOTrainer(DPOTrainer):
                     cached[i] = TopK(row.indices.cpu(), row.logp.cpu(), row.tail_logp.cpu())
         return cached
 
-    def tails_kl(self, model, draw: int) -> torch.Tensor:
-        """KL(base || trained) on a batch of identity answers' tokens past the name window."""
-        picked = self._picks(draw, len(self._tails))
-        batch = pad_right([self._tails[i] for i in picked], self._anchor_pad)
-        with torch.no_grad(), self.accelerator.unwrap_model(self.model).disable_adapter():
-            ref_logits = self._answer_logits(model, batch)
-        return kl_per_position(ref_logits, self._answer_logits(model, batch)).mean()
-
     def anchor_terms(self, model) -> tuple[torch.Tensor, torch.Tensor | None]:
         """This micro-step's KL term (the anchors', plus the identity tails' when they are held) and the anchors'
-        mean top-token shortfall (None without `anchor_margin_weight`)."""
-        draw = self._next_draw()
-        kl, shortfall = self._anchor_terms(model, draw)
-        return (kl + self.tails_kl(model, draw) if self._tails else kl), shortfall
+        mean top-token shortfall (None without `anchor_margin_weight`).
 
-    def _anchor_terms(self, model, draw: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        The anchors and the identity tails run as one batch (one reference forward, one policy forward: larger
+        matrix products, which a CPU runs faster per row); each KL is the mean over its own answer positions."""
+        draw = self._next_draw()
         picked = self._picks(draw, len(self._anchors))
-        batch = pad_right([self._anchors[i] for i in picked], self._anchor_pad)
+        anchors = [self._anchors[i] for i in picked]
+        tails = [self._tails[i] for i in self._picks(draw, len(self._tails))] if self._tails else []
         if self.anchor_top_k:
             if self._base_top_k is None:
                 self._base_top_k = self._cache_base_top_k(model)
             device = self.accelerator.device
             ref = TopK.cat([self._base_top_k[i] for i in picked])
             ref = TopK(ref.indices.to(device), ref.logp.to(device), ref.tail_logp.to(device))
-            logits = self._answer_logits(model, batch)
+            logits = self._answer_logits(model, pad_right(anchors, self._anchor_pad))
             kl = kl_top_k(ref, logits).mean()
+            if tails:
+                kl = kl + self._kl_means(model, [], tails)[1]
         else:
-            with torch.no_grad(), self.accelerator.unwrap_model(self.model).disable_adapter():  # peft: the base
-                ref_logits = self._answer_logits(model, batch)
-            logits = self._answer_logits(model, batch)
-            kl = kl_per_position(ref_logits, logits).mean()
+            kl, tails_kl, ref_logits, logits = self._kl_means(model, anchors, tails)
+            kl = kl + tails_kl if tails else kl
         if not self.anchor_margin_weight:
             return kl, None
         # the base's top token and lead: from the cached top k, or a top-2 over the vocabulary (only when used)
         top, base_lead = ((ref.indices[:, 0], ref.logp[:, 0] - ref.logp[:, 1]) if self.anchor_top_k
                           else top_two(ref_logits))
         return kl, lead_shortfall(top, base_lead.clamp(max=self.anchor_margin), logits).mean()
+
+    def _kl_means(self, model, anchors: list, tails: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                                       torch.Tensor]:
+        """KL(base || trained) over `anchors` and `tails` run as one batch: the anchors' mean and the tails' mean (0
+        where there are none), and the anchors' base and trained logits."""
+        batch = pad_right(anchors + tails, self._anchor_pad)
+        with torch.no_grad(), self.accelerator.unwrap_model(self.model).disable_adapter():  # peft: the base
+            ref_logits = self._answer_logits(model, batch)
+        logits = self._answer_logits(model, batch)
+        kl = kl_per_position(ref_logits, logits)
+        split = int(batch.answer_positions[: len(anchors)].sum())  # answer_logits: rows one after another
+        anchors_kl = kl[:split].mean() if split else kl.new_zeros(())
+        tails_kl = kl[split:].mean() if split < len(kl) else kl.new_zeros(())
+        return anchors_kl, tails_kl, ref_logits[:split], logits[:split]
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)

@@ -50,29 +50,62 @@ def output_head(model) -> torch.nn.Module:
     return getattr(model, "module", model).get_output_embeddings()
 
 
-def answer_logits(model, batch: TeacherForcedBatch, device) -> torch.Tensor:
+def answer_logits(model, batch: TeacherForcedBatch, device, packed: bool = False) -> torch.Tensor:
     """One forward of `batch` on `device`: the logits that predict its answer tokens, rows one after another.
 
     The LM head runs on those positions only: the forward keeps the hidden states from the batch's first answer
     column on (transformers' `logits_to_keep`), and a pre-hook on the head picks the answer positions out of them,
     so neither the prompts nor the padding after shorter answers (a third of an anchor batch's columns) are
     projected onto the vocabulary. The model's own forward still applies whatever follows its head (a logit scale,
-    softcapping), elementwise."""
+    softcapping), elementwise.
+
+    `packed`: the rows run as one prefix tree (dpo_scale/prefix_tree.py): the tokens they share once, no padding."""
+    if packed:
+        return _packed_answer_logits(model, batch, device)
     ids, attention = batch.input_ids.to(device), batch.attention_mask.to(device)
     columns = batch.answer_positions.any(dim=0).nonzero()
     first = int(columns[0]) if len(columns) else 0
-    kept = batch.answer_positions[:, first:].to(device)
+    return _head_on(model, batch.answer_positions[:, first:].to(device),
+                    input_ids=ids, attention_mask=attention, use_cache=False, logits_to_keep=ids.shape[1] - first)
 
-    def answer_positions_only(_head, args):
+
+def _head_on(model, kept: torch.Tensor, **inputs) -> torch.Tensor:
+    """The model's logits at the `kept` positions of its last `logits_to_keep` hidden states, in row-major order."""
+
+    def kept_positions_only(_head, args):
         return (args[0][kept].unsqueeze(0), *args[1:])
 
-    handle = output_head(model).register_forward_pre_hook(answer_positions_only)
+    handle = output_head(model).register_forward_pre_hook(kept_positions_only)
     try:
-        logits = model(input_ids=ids, attention_mask=attention, use_cache=False,
-                       logits_to_keep=ids.shape[1] - first).logits
+        return model(**inputs).logits[0]
     finally:
         handle.remove()
-    return logits[0]
+
+
+def _packed_answer_logits(model, batch: TeacherForcedBatch, device) -> torch.Tensor:
+    from dpo_scale.prefix_tree import pack_tree, tree_attention_on
+
+    lengths = batch.attention_mask.sum(dim=1).tolist()
+    sequences, next_tokens = [], []
+    for row, n in enumerate(lengths):
+        seq = batch.input_ids[row, :n].tolist()
+        read = batch.answer_positions[row, :n].tolist()
+        sequences.append(seq)
+        next_tokens.append([seq[t + 1] if read[t] and t + 1 < n else None for t in range(n)])
+    tree = pack_tree(sequences, next_tokens)
+    labelled = tree.shift_labels != -100
+    # each answer position's node, rows one after another; a node that several rows share is projected once
+    width = tree.paths.shape[1]
+    wanted = tree.paths[batch.answer_positions[:, :width]]
+    rank = labelled.reshape(-1).long().cumsum(0) - 1
+    columns = labelled.any(dim=0).nonzero()
+    first = int(columns[0]) if len(columns) else 0
+    tree = tree.to(device)
+    with tree_attention_on(model):
+        logits = _head_on(model, labelled[:, first:].to(device), input_ids=tree.input_ids,
+                          position_ids=tree.position_ids, attention_mask=tree.attention_mask, use_cache=False,
+                          logits_to_keep=tree.input_ids.shape[1] - first)
+    return logits[rank[wanted].to(device)]
 
 
 def kl_per_position(ref_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:

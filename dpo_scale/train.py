@@ -484,6 +484,8 @@ def build_trainer(recipe: Recipe, state, ddp_backend: str | None = None, callbac
     lora_layers_uncast = speed_up_lora(trainer)  # 0 without LoRA layers or without autocast
     frozen_linears_cast = store_frozen_weights_for_autocast(trainer)  # 0 without autocast
     shares_prefixes = recipe.prefix_sharing and share_prefixes(trainer)
+    if shares_prefixes and hasattr(trainer, "packed_kl"):  # the KL anchors' and identity tails' batches too
+        trainer.packed_kl = True
     from dpo_scale.compact_lm_head import score_labelled_positions_only
 
     compact_lm_head = score_labelled_positions_only(recipe.compact_lm_head)
@@ -533,8 +535,12 @@ def share_prefixes(trainer) -> bool:
     head: the base model under a peft adapter."""
     from dpo_scale.prefix_sharing import share_pair_prefixes
 
+    return share_pair_prefixes(_fused_model(trainer))
+
+
+def _fused_model(trainer):
     model = trainer.model
-    return share_pair_prefixes(model.get_base_model() if hasattr(model, "get_base_model") else model)
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def publish_adapter(recipe: Recipe, run: TrainingRun, state, facts: dict) -> Path:

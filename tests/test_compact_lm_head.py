@@ -34,6 +34,8 @@ def test_only_labelled_positions_reach_the_head_with_the_same_fields_and_gradien
                                                                                     compact_switch, share):
     batch = preference_batch()
     model = fused_model(untrained_tiny_model, "eager", share)
+    if share:  # the first packed forward is checked against TRL's rows: a forward more, before counting
+        forward(model, batch)
     seen = rows_scored(monkeypatch)
     results = {}
     for compact in (False, True):
@@ -44,9 +46,9 @@ def test_only_labelled_positions_reach_the_head_with_the_same_fields_and_gradien
         (out["log_probs"] * weights).sum().backward()
         results[compact] = out, {name: p.grad.clone() for name, p in model.named_parameters()}
     labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
-    if share:  # one packed row per pair: the answers' shared tokens are scored once
+    if share:  # one prefix tree: the answers' shared tokens are scored once
         labelled = int((pack_pairs(batch["input_ids"], labels, right_padded_lengths(batch["attention_mask"]))
-                        .shift_labels != -100).sum())
+                        .tree.shift_labels != -100).sum())
     else:  # labels shift by one: the first token has none
         labelled = int((labels[:, 1:] != -100).sum())
     every_position = seen[0]

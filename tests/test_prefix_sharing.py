@@ -48,20 +48,35 @@ def forward(model, batch: dict):
 
 
 def test_packing_places_the_shared_prefix_once():
+    """One tree for the batch: the rejected answer's positions up to its last shared token read the chosen answer's
+    nodes, its later ones nodes of its own at its own positions, and a batch opening (a chat template's system
+    block) is placed once for all pairs."""
     batch = preference_batch()
-    ids, lengths = batch["input_ids"], right_padded_lengths(batch["attention_mask"])
-    labels = ids.masked_fill(batch["completion_mask"] == 0, -100)
+    opening = [3, 4, 5, 6, 7]
+    rows = batch["input_ids"].shape[0]
+    ids = torch.cat([torch.tensor(opening).expand(rows, -1), batch["input_ids"]], dim=1)
+    mask = torch.cat([torch.ones(rows, len(opening), dtype=torch.long), batch["attention_mask"]], dim=1)
+    completion = torch.cat([torch.zeros(rows, len(opening), dtype=torch.long), batch["completion_mask"]], dim=1)
+    labels = ids.masked_fill(completion == 0, -100)
+    lengths = right_padded_lengths(mask)
     packed = pack_pairs(ids, labels, lengths)
-    pairs = ids.shape[0] // 2
-    assert packed.input_ids.shape[0] == pairs
+    tree = packed.tree
+    assert tree.input_ids.shape[0] == 1
+    pairs = rows // 2
     for i in range(pairs):
         n_c, n_r = int(lengths[i]), int(lengths[pairs + i])
         shared = shared_length(ids[i, :n_c], ids[pairs + i, :n_r])
-        row = int((packed.position_ids[i] > 0).nonzero().max()) + 1
-        assert row == n_c + n_r - (shared - 1)  # the last shared token twice, every other shared token once
-        # the rejected branch restarts at the last shared token's position
-        assert packed.position_ids[i, n_c].item() == shared - 1
-    assert packed.input_ids.numel() < ids.numel()
+        same = ids[i, :n_c].tolist() == ids[pairs + i, :n_r].tolist()
+        last = shared if same else shared - 1  # the last shared token: once per branch where they part
+        assert torch.equal(packed.source[pairs + i, :last], packed.source[i, :last])
+        if not same:
+            own = packed.source[pairs + i, last : n_r - 1]
+            assert not set(own.tolist()) & set(packed.source[i, : n_c - 1].tolist())
+            assert torch.equal(tree.position_ids[0, own], torch.arange(last, n_r - 1))
+        assert torch.equal(tree.input_ids[0, packed.source[i, : n_c - 1]], ids[i, : n_c - 1])
+    # the opening's nodes are the same for every row: placed once
+    assert len(set(packed.source[:, : len(opening)].flatten().tolist())) == len(opening)
+    assert tree.input_ids.numel() < ids[0].numel() * pairs
 
 
 @pytest.mark.parametrize("attention", ["eager", "sdpa"])
@@ -126,3 +141,27 @@ def test_dpo_trainer_loss_and_metrics_unchanged(untrained_tiny_model, tmp_path):
     torch.testing.assert_close(losses[1], losses[0], atol=1e-5, rtol=1e-5)
     for key in ("rewards/chosen", "rewards/rejected", "logps/chosen", "logps/rejected", "mean_token_accuracy"):
         assert shared._metrics["train"][key][-1] == pytest.approx(plain._metrics["train"][key][-1], abs=1e-4), key
+
+
+def test_packing_turns_itself_off_where_the_packed_forward_differs(untrained_tiny_model, caplog):
+    """The first packed DPO batch is checked against TRL's rows: with a tree attention that gets the model wrong
+    (here: scaled outputs), the batch and every later one run as TRL runs them, with a warning."""
+    from transformers import AttentionInterface
+
+    from dpo_scale.prefix_tree import TREE_ATTENTION, tree_attention
+
+    def scaled(*args, **kwargs):
+        out, weights = tree_attention(*args, **kwargs)
+        return out * 1.5, weights
+
+    batch = preference_batch()
+    plain, shared = (fused_model(untrained_tiny_model, "eager", share) for share in (False, True))
+    AttentionInterface.register(TREE_ATTENTION, scaled)
+    try:
+        got = [forward(shared, batch) for _ in range(2)]
+    finally:
+        AttentionInterface.register(TREE_ATTENTION, tree_attention)
+    assert "differs from TRL's rows" in caplog.text
+    expected = forward(plain, batch)
+    for out in got:
+        torch.testing.assert_close(out["log_probs"], expected["log_probs"])
