@@ -94,10 +94,6 @@ class AnchoredDPOTrainer(DPOTrainer):
         # prefix_sharing), checked against right-padded rows on the first batch
         self.packed_kl = False
         self._packed_checked = False
-        # prefix_sharing.Riders: the KL batch rides in the DPO forwards' tree (train.build_trainer sets it with
-        # prefix_sharing), checked against its own forward on the first step
-        self.riders = None
-        self._riding_checked = False
         self._logged: dict[str, list[float]] = {"anchor_kl": [], "anchor_margin_shortfall": []}  # since the last log
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
@@ -177,7 +173,7 @@ class AnchoredDPOTrainer(DPOTrainer):
         draw = self._next_draw()
         picked = self._picks(draw, len(self._anchors))
         anchors = [self._anchors[i] for i in picked]
-        tails = self._drawn_tails(draw)
+        tails = [self._tails[i] for i in self._picks(draw, len(self._tails))] if self._tails else []
         if self.anchor_top_k:
             if self._base_top_k is None:
                 self._base_top_k = self._cache_base_top_k(model)
@@ -193,84 +189,30 @@ class AnchoredDPOTrainer(DPOTrainer):
             kl = kl + tails_kl if tails else kl
         if not self.anchor_margin_weight:
             return kl, None
-        if self.anchor_top_k:  # the base's top token and lead from the cached top k
-            top, base_lead = ref.indices[:, 0], ref.logp[:, 0] - ref.logp[:, 1]
-            return kl, lead_shortfall(top, base_lead.clamp(max=self.anchor_margin), logits).mean()
-        return kl, self._shortfall(ref_logits, logits)
-
-    def _shortfall(self, ref_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        """The anchors' mean shortfall of the trained lead of the base's top token (a top-2 over the vocabulary)."""
-        top, base_lead = top_two(ref_logits)
-        return lead_shortfall(top, base_lead.clamp(max=self.anchor_margin), logits).mean()
+        # the base's top token and lead: from the cached top k, or a top-2 over the vocabulary (only when used)
+        top, base_lead = ((ref.indices[:, 0], ref.logp[:, 0] - ref.logp[:, 1]) if self.anchor_top_k
+                          else top_two(ref_logits))
+        return kl, lead_shortfall(top, base_lead.clamp(max=self.anchor_margin), logits).mean()
 
     def _kl_means(self, model, anchors: list, tails: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
                                                                        torch.Tensor]:
         """KL(base || trained) over `anchors` and `tails` run as one batch: the anchors' mean and the tails' mean (0
         where there are none), and the anchors' base and trained logits."""
         batch = pad_right(anchors + tails, self._anchor_pad)
-        return self._split_kl(batch, len(anchors), self._base_logits(model, batch), self._answer_logits(model, batch))
-
-    def _base_logits(self, model, batch: TeacherForcedBatch) -> torch.Tensor:
         with torch.no_grad(), self.accelerator.unwrap_model(self.model).disable_adapter():  # peft: the base
-            return self._answer_logits(model, batch)
-
-    @staticmethod
-    def _split_kl(batch: TeacherForcedBatch, anchors: int, ref_logits: torch.Tensor, logits: torch.Tensor):
-        """The anchors' mean KL, the tails' mean KL (0 where there are none), and the anchors' base and trained
-        logits, from a batch's answer logits (rows one after another: the anchors first)."""
+            ref_logits = self._answer_logits(model, batch)
+        logits = self._answer_logits(model, batch)
         kl = kl_per_position(ref_logits, logits)
-        split = int(batch.answer_positions[:anchors].sum())
+        split = int(batch.answer_positions[: len(anchors)].sum())  # answer_logits: rows one after another
         anchors_kl = kl[:split].mean() if split else kl.new_zeros(())
         tails_kl = kl[split:].mean() if split < len(kl) else kl.new_zeros(())
         return anchors_kl, tails_kl, ref_logits[:split], logits[:split]
 
-    def _drawn_tails(self, draw: int) -> list:
-        return [self._tails[i] for i in self._picks(draw, len(self._tails))] if self._tails else []
-
-    def _rides(self) -> bool:
-        """Whether this micro-step's KL batch rides in TRL's DPO forwards: TRL runs the policy and the reference pass
-        on each batch (no precomputed reference log-probs) and the KL needs both passes' full distributions."""
-        return (self.riders is not None and self.model.training and not self.anchor_top_k
-                and not self.precompute_ref_logps)
-
-    def _ridden_terms(self, model, batch: TeacherForcedBatch, anchors: int):
-        """The KL terms from the riders' logits of TRL's [policy, reference] passes; computed apart where the
-        passes did not carry them (packing off) or, checked on the first step, carried something else."""
-        logits = self.riders.alight()
-        carried = len(logits) == 2
-        if carried and not self._riding_checked:
-            self._riding_checked = True
-            with torch.no_grad():
-                expected = answer_logits(model, batch, self.accelerator.device)
-            carried = close_enough(logits[0].detach(), expected)
-            if carried:
-                log.info("KL anchor: the KL batch rides in the DPO forwards (checked against its own forward)")
-            else:
-                log.warning("KL anchor: the KL batch's logits in the DPO forwards differ from its own forward "
-                            "(max %.3g); computed apart", (logits[0].detach().float() - expected.float()).abs().max())
-                self.riders = None
-        if not carried:
-            return self._split_kl(batch, anchors, self._base_logits(model, batch), self._answer_logits(model, batch))
-        policy, ref = logits
-        return self._split_kl(batch, anchors, ref, policy)
-
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        riding = self._rides()
-        if riding:
-            draw = self._next_draw()
-            anchors = [self._anchors[i] for i in self._picks(draw, len(self._anchors))]
-            tails = self._drawn_tails(draw)
-            batch = pad_right(anchors + tails, self._anchor_pad)
-            self.riders.board(batch)
         result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         if not self.model.training:
             return result
-        if riding:
-            anchors_kl, tails_kl, ref_logits, logits = self._ridden_terms(model, batch, len(anchors))
-            kl = anchors_kl + tails_kl if tails else anchors_kl
-            shortfall = self._shortfall(ref_logits, logits) if self.anchor_margin_weight else None
-        else:
-            kl, shortfall = self.anchor_terms(model)
+        kl, shortfall = self.anchor_terms(model)
         self._logged["anchor_kl"].append(self.accelerator.gather_for_metrics(kl.detach()).mean().item())
         added = self.anchor_kl_weight * kl
         if shortfall is not None:

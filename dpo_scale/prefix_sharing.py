@@ -31,7 +31,6 @@ import torch.nn.functional as F
 from trl.data_utils import common_prefix_length
 
 from dpo_scale.prefix_tree import PackedTree, close_enough, pack_tree, tree_attention_on
-from dpo_scale.teacher_forcing import TeacherForcedBatch
 
 log = logging.getLogger(__name__)
 
@@ -47,25 +46,6 @@ class PackedPairs:
     tree: PackedTree
     source: torch.Tensor  # (2 * pairs, seq_len - 1): the node of each unpacked position
     valid: torch.Tensor  # (2 * pairs, seq_len - 1) bool: the unpacked position has a label
-    rider_nodes: torch.Tensor | None = None  # the node of each riding row's answer position, rows one after another
-
-
-class Riders:
-    """Rows of another teacher-forced batch that ride in the tree of the next DPO forwards (the KL anchors and
-    identity tails): the layers' matrix products then run over one larger set of rows, which a CPU runs faster per
-    row. Each packed forward appends the riders' answer logits (every vocabulary entry, from the decoder's hidden
-    states and the LM head), so TRL's policy and reference passes leave [policy, reference]."""
-
-    def __init__(self) -> None:
-        self.batch: TeacherForcedBatch | None = None
-        self.logits: list[torch.Tensor] = []
-
-    def board(self, batch: TeacherForcedBatch) -> None:
-        self.batch, self.logits = batch, []
-
-    def alight(self) -> list[torch.Tensor]:
-        logits, self.batch, self.logits = self.logits, None, []
-        return logits
 
 
 def shared_length(a: torch.Tensor, b: torch.Tensor) -> int:
@@ -82,10 +62,9 @@ def right_padded_lengths(attention_mask: torch.Tensor) -> torch.Tensor | None:
     return lengths
 
 
-def pack_pairs(input_ids: torch.Tensor, labels: torch.Tensor, lengths: torch.Tensor,
-               riders: TeacherForcedBatch | None = None) -> PackedPairs:
-    """Pack rows [chosen 1..B; rejected 1..B] (right-padded to `seq_len`, `labels` -100 outside the answers), and the
-    rows of `riders` after them, as one prefix tree (dpo_scale/prefix_tree.py)."""
+def pack_pairs(input_ids: torch.Tensor, labels: torch.Tensor, lengths: torch.Tensor) -> PackedPairs:
+    """Pack rows [chosen 1..B; rejected 1..B] (right-padded to `seq_len`, `labels` -100 outside the answers) as one
+    prefix tree (dpo_scale/prefix_tree.py)."""
     rows, seq_len = input_ids.shape
     lengths = lengths.tolist()
     ids_cpu, labels_cpu = input_ids.cpu(), labels.cpu()
@@ -96,24 +75,13 @@ def pack_pairs(input_ids: torch.Tensor, labels: torch.Tensor, lengths: torch.Ten
         # position t predicts token t + 1 where that one is labelled; the last token predicts nothing
         following = labels_cpu[row, 1:n].tolist()
         next_tokens.append([None if label == -100 else label for label in following] + [None])
-    rider_lengths = riders.attention_mask.sum(dim=1).tolist() if riders is not None else []
-    for row, n in enumerate(rider_lengths):
-        seq = riders.input_ids[row, :n].tolist()
-        read = riders.answer_positions[row, :n].tolist()
-        sequences.append(seq)
-        # read outside TRL's labels: kept apart from the pairs' labelled nodes, no label for TRL's head
-        next_tokens.append([("read", seq[t + 1]) if read[t] and t + 1 < n else None for t in range(n)])
     tree = pack_tree(sequences, next_tokens)
-    rider_nodes = None
-    if riders is not None:
-        width = min(tree.paths.shape[1], riders.answer_positions.shape[1])
-        rider_nodes = tree.paths[rows:, :width][riders.answer_positions[:, :width]].to(input_ids.device)
-    source = tree.paths[:rows, : seq_len - 1].clamp(min=0)
+    source = tree.paths[:, : seq_len - 1].clamp(min=0)
     if source.shape[1] < seq_len - 1:
         source = F.pad(source, (0, seq_len - 1 - source.shape[1]))
     valid = labels_cpu[:, 1:] != -100
     device = input_ids.device
-    return PackedPairs(tree.to(device), source.to(device), valid.to(device), rider_nodes)
+    return PackedPairs(tree.to(device), source.to(device), valid.to(device))
 
 
 def unpack(field: torch.Tensor, packed: PackedPairs) -> torch.Tensor:
@@ -128,19 +96,17 @@ def attention_implementation(model) -> str | None:
     return getattr(model.config, "_attn_implementation", None)
 
 
-def share_pair_prefixes(model) -> Riders | None:
-    """Wrap `model`'s TRL fused-LM-head forward (installed by DPOTrainer) so that DPO batches run as prefix trees, and
-    return the Riders that other rows can board; None, leaving the model as it is, where its attention is not one
-    tree_attention reproduces. The first packed forward is checked against TRL's own; where they differ, packing turns
-    itself off with a warning."""
+def share_pair_prefixes(model) -> bool:
+    """Wrap `model`'s TRL fused-LM-head forward (installed by DPOTrainer) so that DPO batches run as prefix trees;
+    returns False, leaving the model as it is, where its attention is not one tree_attention reproduces. The first
+    packed forward is checked against TRL's own; where they differ, packing turns itself off with a warning."""
     implementation = attention_implementation(model)
     if implementation not in PLAIN_ATTENTION:
         log.warning("prefix_sharing: attention '%s' is not one of %s; chosen and rejected run as TRL runs them",
                     implementation, ", ".join(PLAIN_ATTENTION))
-        return None
+        return False
     fused_forward = model.forward
     state = {"checked": False, "on": True}
-    riders = Riders()
 
     @functools.wraps(fused_forward)
     def forward(*args, fused_lm_head: bool = False, labels=None, **kwargs):
@@ -151,8 +117,7 @@ def share_pair_prefixes(model) -> Riders | None:
         lengths = None if plain else right_padded_lengths(attention_mask)
         if lengths is None:
             return fused_forward(*args, fused_lm_head=fused_lm_head, labels=labels, **kwargs)
-        out = _packed_forward(model, fused_forward, pack_pairs(input_ids, labels, lengths, riders.batch), kwargs,
-                              riders)
+        out = _packed_forward(model, fused_forward, pack_pairs(input_ids, labels, lengths), kwargs)
         if state["checked"]:
             return out
         state["checked"] = True
@@ -164,35 +129,19 @@ def share_pair_prefixes(model) -> Riders | None:
         log.warning("prefix_sharing: the packed forward differs from TRL's rows (max %.3g); off",
                     (out["log_probs"].detach().float() - expected.float()).abs().max().item())
         state["on"] = False
-        riders.logits.clear()
         return fused_forward(fused_lm_head=True, labels=labels, **kwargs)
 
     model.forward = forward
-    return riders
+    return True
 
 
-def _packed_forward(model, fused_forward, packed: PackedPairs, kwargs: dict, riders: Riders):
-    """TRL's fused forward over the tree's nodes, its per-token fields laid back out as TRL's rows; the riders'
-    answer logits go to `riders`."""
+def _packed_forward(model, fused_forward, packed: PackedPairs, kwargs: dict):
+    """TRL's fused forward over the tree's nodes, its per-token fields laid back out as TRL's rows."""
     tree = packed.tree
     kwargs = {**kwargs, "input_ids": tree.input_ids, "position_ids": tree.position_ids,
               "attention_mask": tree.attention_mask}
-    hidden: list[torch.Tensor] = []
-    hook = None
-    if packed.rider_nodes is not None:
-        def keep(_module, _args, output):
-            hidden.append(output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0])
-
-        hook = model.get_decoder().register_forward_hook(keep)
-    try:
-        with tree_attention_on(model):
-            out = fused_forward(fused_lm_head=True, shift_labels=tree.shift_labels, **kwargs)
-    finally:
-        if hook is not None:
-            hook.remove()
-    if hidden:
-        nodes, back = torch.unique(packed.rider_nodes, return_inverse=True)  # a node that rows share: projected once
-        riders.logits.append(model.get_output_embeddings()(hidden[-1][0, nodes])[back])
+    with tree_attention_on(model):
+        out = fused_forward(fused_lm_head=True, shift_labels=tree.shift_labels, **kwargs)
     fields = {name: unpack(value, packed) if torch.is_tensor(value) and value.shape == tree.input_ids.shape
               else value for name, value in out.items()}
     # `loss` as the unpacked forward gives it (DPOTrainer reads the per-token fields, not this): its mean NLL over

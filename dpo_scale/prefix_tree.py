@@ -28,7 +28,7 @@ transformers hands a 4D mask to the attention unchanged, and the wrappers that c
 from __future__ import annotations
 
 import logging
-from collections.abc import Hashable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -59,11 +59,10 @@ class PackedTree:
                           self.paths.to(device))
 
 
-def pack_tree(sequences: list[list[int]], next_tokens: list[list[Hashable | None]]) -> PackedTree:
+def pack_tree(sequences: list[list[int]], next_tokens: list[list[int | None]]) -> PackedTree:
     """Pack `sequences` (token ids) as one prefix tree. `next_tokens[s][t]`: the token position t of sequence s must
-    predict where its logit is read (an int: its label; any other value keeps the node apart without a label, for
-    logits read outside the label), else None."""
-    index: dict[tuple[int, int, Hashable | None], int] = {}
+    predict where its logit is read, else None."""
+    index: dict[tuple[int, int, int | None], int] = {}
     ids: list[int] = []
     positions: list[int] = []
     labels: list[int] = []
@@ -78,7 +77,7 @@ def pack_tree(sequences: list[list[int]], next_tokens: list[list[Hashable | None
                 node = index[key] = len(ids)
                 ids.append(token)
                 positions.append(t)
-                labels.append(predicted if isinstance(predicted, int) else -100)
+                labels.append(-100 if predicted is None else predicted)
             path.append(node)
             parent = node
         paths[s, : len(path)] = torch.tensor(path, dtype=torch.long)

@@ -483,11 +483,9 @@ def build_trainer(recipe: Recipe, state, ddp_backend: str | None = None, callbac
 
     lora_layers_uncast = speed_up_lora(trainer)  # 0 without LoRA layers or without autocast
     frozen_linears_cast = store_frozen_weights_for_autocast(trainer)  # 0 without autocast
-    riders = share_prefixes(trainer) if recipe.prefix_sharing else None
-    shares_prefixes = riders is not None
-    if shares_prefixes and hasattr(trainer, "packed_kl"):  # the KL anchors' and identity tails' batches too,
-        trainer.packed_kl = True  # as trees of their own where they run apart
-        trainer.riders = riders  # and in the DPO forwards' tree where TRL runs both passes
+    shares_prefixes = recipe.prefix_sharing and share_prefixes(trainer)
+    if shares_prefixes and hasattr(trainer, "packed_kl"):  # the KL anchors' and identity tails' batches too
+        trainer.packed_kl = True
     from dpo_scale.compact_lm_head import score_labelled_positions_only
 
     compact_lm_head = score_labelled_positions_only(recipe.compact_lm_head)
@@ -532,9 +530,9 @@ def lora_a_projection(trainer, recipe: Recipe):
                                       recipe.lora_identity_directions, recipe.lora_identity_window_only)
 
 
-def share_prefixes(trainer):
-    """Run each DPO batch as one prefix tree (dpo_scale/prefix_sharing.py) in the model whose forward TRL fused with
-    its LM head (the base model under a peft adapter); returns its Riders, or None where it cannot."""
+def share_prefixes(trainer) -> bool:
+    """Pack each DPO pair into one row (dpo_scale/prefix_sharing.py) in the model whose forward TRL fused with its LM
+    head: the base model under a peft adapter."""
     from dpo_scale.prefix_sharing import share_pair_prefixes
 
     return share_pair_prefixes(_fused_model(trainer))

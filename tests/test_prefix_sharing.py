@@ -165,34 +165,3 @@ def test_packing_turns_itself_off_where_the_packed_forward_differs(untrained_tin
     expected = forward(plain, batch)
     for out in got:
         torch.testing.assert_close(out["log_probs"], expected["log_probs"])
-
-
-def test_riding_rows_get_their_own_logits_and_leave_the_pairs_unchanged(untrained_tiny_model):
-    """Rows that ride in a DPO batch's tree (the KL batch) get the logits of their own forward, and the pairs'
-    log-probs and gradients are those without riders."""
-    from dpo_scale.teacher_forcing import answer_logits, pad_right
-
-    batch = preference_batch()
-    from transformers import AutoModelForCausalLM
-    from trl.trainer import add_fused_lm_head
-
-    alone = fused_model(untrained_tiny_model, "eager", True)
-    carrying = AutoModelForCausalLM.from_pretrained(untrained_tiny_model, attn_implementation="eager",
-                                                    dtype=torch.float32)
-    add_fused_lm_head(carrying, outputs=FIELDS)
-    riders = share_pair_prefixes(carrying)
-    g = torch.Generator().manual_seed(3)
-    rows = pad_right([(torch.randint(5, 200, (n,), generator=g).tolist(), p) for n, p in ((20, 8), (15, 5), (25, 10))],
-                     0)
-    for model in (alone, carrying):
-        forward(model, batch)  # the first packed forward is checked; riders board after it
-    riders.board(rows)
-    expected, got = forward(alone, batch), forward(carrying, batch)
-    logits = riders.alight()
-    assert len(logits) == 1 and riders.batch is None
-    torch.testing.assert_close(logits[0], answer_logits(carrying, rows, torch.device("cpu")), atol=2e-5, rtol=1e-4)
-    torch.testing.assert_close(got["log_probs"], expected["log_probs"], atol=2e-5, rtol=1e-4)
-    got["log_probs"].sum().backward()
-    expected["log_probs"].sum().backward()
-    for (name, a), (_, b) in zip(alone.named_parameters(), carrying.named_parameters(), strict=True):
-        torch.testing.assert_close(b.grad, a.grad, atol=1e-5, rtol=1e-4, msg=name)
