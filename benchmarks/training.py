@@ -8,8 +8,9 @@
                  layers_to_transform) with every pass through all layers (TRL has no shared trunk), and TRL's fused
                  LM head over every position on CPU (it scores only labelled ones on CUDA alone)
   (b) ours       `dpo_scale.train` with the default recipe (configs/smollm2_cpu.yaml): dtype auto, name window,
-                 reference log-probs precomputed when an epoch repeats, each pair's shared prefix run once, the
-                 layers below the adapter run once per batch (shared trunk), the LM head over answer positions only
+                 reference log-probs precomputed when an epoch repeats, each DPO batch and each KL batch as one
+                 prefix tree (the tokens its sequences share once, no padding), the layers below the adapter run once
+                 per batch (shared trunk), the LM head over answer positions only
   (c) ours_fp32  (b) with dtype float32: the figure of merit on an fp32 host
 
 Every mode, the baseline included, runs with dpo_scale's malloc settings (`dpo_scale/allocator.py`: freed tensors
