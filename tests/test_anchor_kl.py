@@ -11,6 +11,7 @@ import torch
 
 from dpo_scale.anchor_kl import tokenize_anchor
 from dpo_scale.teacher_forcing import kl_per_position, kl_top_k, lead_shortfall, pad_right, top_k, top_two
+from tests.helpers.gradients import assert_same_gradients
 from tests.helpers.tiny_model import (
     adapter_kl,
     adapter_logits,
@@ -118,6 +119,7 @@ def test_answer_logits_run_the_lm_head_only_on_answer_positions(tiny_model, pack
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    torch.manual_seed(0)  # the adapter's random initialization
     model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
     rows = [tokenize_anchor(tokenizer, row, None) for row in toy_anchor_rows(3)]
     batch = pad_right(rows, tokenizer.pad_token_id)
@@ -132,14 +134,7 @@ def test_answer_logits_run_the_lm_head_only_on_answer_positions(tiny_model, pack
     whole = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[batch.answer_positions]
     assert seen == [torch.Size([1, answers])]
     torch.testing.assert_close(kept, whole, atol=2e-5, rtol=1e-4)
-    weights = torch.randn(kept.shape, generator=torch.Generator().manual_seed(0))
-    grads = []
-    for logits in (kept, whole):
-        model.zero_grad()
-        (logits.log_softmax(-1) * weights).sum().backward()
-        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
-    for name, grad in grads[1].items():
-        torch.testing.assert_close(grads[0][name], grad, atol=1e-5, rtol=1e-4, msg=name)
+    assert_same_gradients(model, kept, whole, seed=0)
 
 
 def anchor_kl_after(model: str, adapter: Path, rows: list[dict]) -> float:

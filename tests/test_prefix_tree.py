@@ -9,6 +9,7 @@ import torch
 from dpo_scale.errors import DpoScaleError
 from dpo_scale.prefix_tree import TREE_ATTENTION, pack_tree, tree_attention
 from dpo_scale.teacher_forcing import answer_logits, pad_right
+from tests.helpers.gradients import assert_same_gradients
 
 OPENING = [11, 12, 13, 14, 15, 16]  # what a chat template puts before every user turn
 
@@ -59,15 +60,7 @@ def test_packed_logits_and_gradients_equal_padded_rows(untrained_tiny_model):
     answers_of_the_copy = int(batch.answer_positions[3].sum())
     assert seen == [int(batch.answer_positions.sum()) - answers_of_the_copy, int(batch.answer_positions.sum())]
     torch.testing.assert_close(packed, plain, atol=2e-5, rtol=1e-4)
-    weights = torch.randn(plain.shape, generator=torch.Generator().manual_seed(1))
-    grads = []
-    for logits in (packed, plain):
-        model.zero_grad()
-        (logits.log_softmax(-1) * weights).sum().backward()
-        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
-    for name, grad in grads[1].items():
-        # float rounding only: gradients reach ~16 here, so an absolute 1e-4 is a relative 1e-5
-        torch.testing.assert_close(grads[0][name], grad, atol=1e-4, rtol=1e-4, msg=name)
+    assert_same_gradients(model, packed, plain, seed=1)
     assert model.get_base_model().config._attn_implementation == "eager"  # switched back
 
 
