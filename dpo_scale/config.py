@@ -151,7 +151,7 @@ class Recipe:
         True, "run each batch as prefix trees: a token its sequences share (the chat template's opening, a pair's "
         "prompt and answer up to the name) once, and no padding, under a 4D attention mask (dpo_scale/prefix_tree.py): "
         "DPO pairs, KL anchors and identity tails; the same log-probs as TRL's rows. Needs eager or sdpa attention "
-        "(skipped with a warning otherwise)")
+        "(skipped with a warning otherwise); off under gradient checkpointing")
     shared_trunk: bool = setting(
         True, "with lora_layers_to_transform above layer 0: the layers below the adapter run once for the policy and "
         "reference passes of a batch, not twice (dpo_scale/shared_trunk.py); the same logits. Off under DeepSpeed "

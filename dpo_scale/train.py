@@ -483,7 +483,11 @@ def build_trainer(recipe: Recipe, state, ddp_backend: str | None = None, callbac
 
     lora_layers_uncast = speed_up_lora(trainer)  # 0 without LoRA layers or without autocast
     frozen_linears_cast = store_frozen_weights_for_autocast(trainer)  # 0 without autocast
-    shares_prefixes = recipe.prefix_sharing and share_prefixes(trainer)
+    # Gradient checkpointing recomputes the layers during backward, outside the forward that switched the model to
+    # the tree's attention (dpo_scale/prefix_tree.py): no trees there.
+    if recipe.prefix_sharing and args.gradient_checkpointing:
+        log.info("prefix_sharing: off under gradient checkpointing (its recomputation would not see the tree)")
+    shares_prefixes = recipe.prefix_sharing and not args.gradient_checkpointing and share_prefixes(trainer)
     if shares_prefixes and hasattr(trainer, "packed_kl"):  # the KL anchors' and identity tails' batches too
         trainer.packed_kl = True
     from dpo_scale.compact_lm_head import score_labelled_positions_only
