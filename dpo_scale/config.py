@@ -148,9 +148,10 @@ class Recipe:
         None, "DPO's reference log-probs (adapter off) once per pair before training, not once per pair per epoch. "
         "null: on when it saves forwards (num_train_epochs > 1)")
     prefix_sharing: bool = setting(
-        True, "run each batch as prefix trees: a token its sequences share (the chat template's opening, a pair's "
-        "prompt and answer up to the name) once, and no padding, under a 4D attention mask (dpo_scale/prefix_tree.py): "
-        "DPO pairs, KL anchors and identity tails; the same log-probs as TRL's rows. Needs eager or sdpa attention "
+        True, "run each batch as a prefix tree: a token its sequences share (the chat template's opening, a pair's "
+        "prompt and answer up to the name) once, and no padding, with attention per sequence "
+        "(dpo_scale/prefix_tree.py): DPO pairs, KL anchors and identity tails; the same log-probs as TRL's rows. "
+        "Needs eager or sdpa attention "
         "(skipped with a warning otherwise); off under gradient checkpointing")
     shared_trunk: bool = setting(
         True, "with lora_layers_to_transform above layer 0: the layers below the adapter run once for the policy and "

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from trl.data_utils import common_prefix_length
 
 from dpo_scale.prefix_tree import PackedTree, close_enough, pack_tree, tree_attention_on
 
@@ -46,11 +45,6 @@ class PackedPairs:
     tree: PackedTree
     source: torch.Tensor  # (2 * pairs, seq_len - 1): the node of each unpacked position
     valid: torch.Tensor  # (2 * pairs, seq_len - 1) bool: the unpacked position has a label
-
-
-def shared_length(a: torch.Tensor, b: torch.Tensor) -> int:
-    """How many leading tokens `a` and `b` have in common (TRL's own helper, as name_window uses it)."""
-    return common_prefix_length(a.tolist(), b.tolist())
 
 
 def right_padded_lengths(attention_mask: torch.Tensor) -> torch.Tensor | None:

@@ -535,16 +535,12 @@ def lora_a_projection(trainer, recipe: Recipe):
 
 
 def share_prefixes(trainer) -> bool:
-    """Pack each DPO pair into one row (dpo_scale/prefix_sharing.py) in the model whose forward TRL fused with its LM
-    head: the base model under a peft adapter."""
+    """Run each DPO batch as one prefix tree (dpo_scale/prefix_sharing.py) in the model whose forward TRL fused with
+    its LM head: the base model under a peft adapter."""
     from dpo_scale.prefix_sharing import share_pair_prefixes
+    from dpo_scale.prefix_tree import hf_model
 
-    return share_pair_prefixes(_fused_model(trainer))
-
-
-def _fused_model(trainer):
-    model = trainer.model
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
+    return share_pair_prefixes(hf_model(trainer.model))
 
 
 def publish_adapter(recipe: Recipe, run: TrainingRun, state, facts: dict) -> Path:

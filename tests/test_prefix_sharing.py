@@ -3,8 +3,9 @@ entropy, mean logits, top-1 hits) and the gradients must be those of TRL's own [
 
 import pytest
 import torch
+from trl.data_utils import common_prefix_length
 
-from dpo_scale.prefix_sharing import pack_pairs, right_padded_lengths, share_pair_prefixes, shared_length
+from dpo_scale.prefix_sharing import pack_pairs, right_padded_lengths, share_pair_prefixes
 
 FIELDS = ("log_probs", "entropy", "mean_logits", "is_top1")
 
@@ -65,7 +66,7 @@ def test_packing_places_the_shared_prefix_once():
     pairs = rows // 2
     for i in range(pairs):
         n_c, n_r = int(lengths[i]), int(lengths[pairs + i])
-        shared = shared_length(ids[i, :n_c], ids[pairs + i, :n_r])
+        shared = common_prefix_length(ids[i, :n_c].tolist(), ids[pairs + i, :n_r].tolist())
         same = ids[i, :n_c].tolist() == ids[pairs + i, :n_r].tolist()
         last = shared if same else shared - 1  # the last shared token: once per branch where they part
         assert torch.equal(packed.source[pairs + i, :last], packed.source[i, :last])
