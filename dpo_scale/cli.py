@@ -63,8 +63,11 @@ def _help(stage: str) -> str:
         trl_help = {k: dpo_config_fields()[k].metadata.get("help", "") for k in trl_named_keys()}
     for name, f in FIELDS.items():
         text = f.metadata.get("help", "") + (f". TRL: {trl_help[name]}" if trl_help.get(name) else "")
-        recipe.add_argument(f"--{name}", metavar=_metavar(f.type), default=getattr(defaults, name),
-                            help=_escape(text))
+        try:
+            recipe.add_argument(f"--{name}", metavar=_metavar(f.type), default=getattr(defaults, name),
+                                help=_escape(text))
+        except argparse.ArgumentError:  # the stage's own option of that name wins (eval: --model; --base sets it)
+            continue
     if stage in TRAINING_STAGES:
 
         trl = p.add_argument_group("TRL DPOConfig / transformers TrainingArguments keys (passed to DPOConfig as "

@@ -180,6 +180,17 @@ def test_help_lists_recipe_and_trl_keys_with_their_help():
     assert "--max_new_tokens INT longest generated answer" in generate and "--max_grad_norm" not in generate
 
 
+@pytest.mark.parametrize("stage", ["generate", "train", "merge", "eval", "export", "report", "run"])
+def test_every_stage_has_help(stage):
+    """`dpo-scale eval --help` crashed: its own --model (the model to evaluate) clashed with the recipe key."""
+    result = dpo_scale(stage, "--help")
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = " ".join(result.stdout.split())
+    assert f"usage: dpo-scale {stage}" in text and "--system_prompt STR" in text
+    if stage == "eval":
+        assert "--model EVAL_MODEL model to evaluate" in text and "--base BASE the model to compare against" in text
+
+
 @pytest.mark.parametrize("args,fragments", [
     (["--loss_type", "foo"], ["config key 'loss_type'", "unknown loss type 'foo'"]),
     (["--max_grad_nrom", "1"], ["--max_grad_nrom", "did you mean 'max_grad_norm'"]),
