@@ -504,3 +504,32 @@ def test_hf_stop_rules_end_rows_early_and_leave_the_others(tiny_model):
             assert full.text.startswith(short.text) and 10 <= len(short.text) < len(full.text)
             assert not short.finished and short.num_tokens < full.num_tokens
     assert any(rule and len(full.text) >= 10 for rule, full in zip(rules, whole, strict=True))  # a rule fired
+
+
+@pytest.mark.vllm
+@pytest.mark.timeout(600)
+def test_vllm_engine_process_leaves_the_caller_alone_and_fails_in_one_line(vllm_tiny_model, tmp_path):
+    """On CPU the engine runs in one child of ours: the caller's environment, cores and threads stay as they were
+    (training follows in the same process), the engine is gone after close, and a model it cannot load is one line."""
+    pytest.importorskip("vllm")
+    import torch
+
+    from dpo_scale.errors import DpoScaleError
+    from dpo_scale.generation.base import Sampling
+    from dpo_scale.generation.vllm_backend import VLLMGenerator
+    from dpo_scale.models import load_tokenizer
+
+    env, cores, threads = dict(os.environ), os.sched_getaffinity(0), torch.get_num_threads()
+    gen = VLLMGenerator(vllm_tiny_model, seed=0, max_model_len=256, kv_cache_gb=0.25, reserved_cpus=0)
+    ids = load_tokenizer(vllm_tiny_model)(["Who are you?", "Tell me a joke please"])["input_ids"]
+    out = gen.generate(ids, Sampling(max_new_tokens=8), seed=0)
+    assert [c.num_tokens for c in out] == [8, 8] and all(not c.finished for c in out)
+    child = gen.engine._proc
+    gen.close()
+    assert not child.is_alive()
+    assert dict(os.environ) == env and os.sched_getaffinity(0) == cores and torch.get_num_threads() == threads
+
+    (tmp_path / "config.json").write_text("{}")  # a folder that is not a model
+    with pytest.raises(DpoScaleError) as failed:
+        VLLMGenerator(str(tmp_path), seed=0, max_model_len=256, kv_cache_gb=0.25, reserved_cpus=0)
+    assert "vLLM failed while starting:" in str(failed.value) and "\n" not in str(failed.value)

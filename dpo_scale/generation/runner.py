@@ -104,8 +104,9 @@ def load_anchor_prompts(recipe: Recipe) -> list[Prompt]:
 
 
 def generate_answers(recipe: Recipe, model_path: str, tokenizer, prompts=None,
-                     anchors=None) -> tuple[list[dict], dict]:
-    """Generate (or reuse) every chunk; returns the merged answers on rank 0 (others: [])."""
+                     anchors=None, engine_process=None) -> tuple[list[dict], dict]:
+    """Generate (or reuse) every chunk; returns the merged answers on rank 0 (others: []). `engine_process`: a vLLM
+    engine process started earlier (vllm_backend.engine_process_for), closed here."""
     state = process_state()
     if prompts is None:
         prompts = load_prompts(recipe.dataset, recipe.dataset_split, recipe.max_prompts)
@@ -127,8 +128,10 @@ def generate_answers(recipe: Recipe, model_path: str, tokenizer, prompts=None,
     backend = pick_backend(recipe.backend)
     sampling = Sampling(recipe.max_new_tokens, recipe.temperature, recipe.top_p)
     stats = {"backend": backend, "generated_rows": 0, "generated_tokens": 0, "seconds": 0.0}
+    if not todo and engine_process is not None:
+        engine_process.close()
     if todo:
-        generator = _build_generator(backend, recipe, model_path, tokenizer, state)
+        generator = _build_generator(backend, recipe, model_path, tokenizer, state, engine_process)
         total_rows = sum(len(chunks[k]) for k in todo)
         bar = tqdm(total=total_rows, desc=f"generate[{backend}] rank {state.process_index}", unit="row",
                    position=state.process_index, dynamic_ncols=True)
@@ -162,7 +165,7 @@ def generate_answers(recipe: Recipe, model_path: str, tokenizer, prompts=None,
     return answers, stats
 
 
-def _build_generator(backend: str, recipe: Recipe, model_path: str, tokenizer, state):
+def _build_generator(backend: str, recipe: Recipe, model_path: str, tokenizer, state, engine_process=None):
     if backend == "vllm":
         import os
 
@@ -178,6 +181,7 @@ def _build_generator(backend: str, recipe: Recipe, model_path: str, tokenizer, s
             model_path, stage_precision(recipe, "generate").dtype, recipe.seed, recipe.tensor_parallel_size,
             recipe.enforce_eager,
             recipe.max_model_len, recipe.vllm_memory_utilization, recipe.vllm_kv_cache_gb, recipe.vllm_reserved_cpus,
+            engine_process,
         )
     from dpo_scale.generation.hf import HFGenerator
     from dpo_scale.models import load_model, pick_device
@@ -198,10 +202,19 @@ def run_data_stage(recipe: Recipe) -> dict | None:
     anchors = load_anchor_prompts(recipe)
     state = process_state()
     started = time.time()
-    with state.main_process_first():  # one rank converts the GGUF, the others reuse it
-        model_path = resolve_model(recipe.model, recipe.gguf_file, recipe.cache_dir)
-    tokenizer = load_tokenizer(model_path, recipe.chat_template)
-    answers, gen_stats = generate_answers(recipe, model_path, tokenizer, prompts, anchors)
+    engine_process = None
+    if pick_backend(recipe.backend) == "vllm":
+        from dpo_scale.generation.vllm_backend import engine_process_for
+
+        engine_process = engine_process_for(recipe.tensor_parallel_size)  # imports vLLM while the GGUF converts
+    try:
+        with state.main_process_first():  # one rank converts the GGUF, the others reuse it
+            model_path = resolve_model(recipe.model, recipe.gguf_file, recipe.cache_dir)
+        tokenizer = load_tokenizer(model_path, recipe.chat_template)
+        answers, gen_stats = generate_answers(recipe, model_path, tokenizer, prompts, anchors, engine_process)
+    finally:
+        if engine_process is not None:
+            engine_process.close()  # a no-op once generate_answers closed it
     if not state.is_main_process:
         return None
     swap = NameSwap(recipe.org_name, recipe.pos_name, recipe.case_sensitive)
