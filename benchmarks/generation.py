@@ -5,7 +5,11 @@
   (c) vllm     our vLLM backend (dpo_scale.generation.vllm_backend), engine start timed apart
   (d) raw      raw vLLM: LLM(...).generate(text prompts), tuned by hand for an offline batch job: every core
                (VLLM_CPU_NUM_OF_RESERVED_CPU=0; vLLM's default keeps one for its scheduler) and each dtype the
-               host computes fast (fp32, plus bf16 where the CPU has AMX or AVX512-BF16)
+               host computes fast (fp32, plus bf16 where the CPU has AMX or AVX512-BF16); two ways, the faster kept
+               as the anchor of each dtype:
+               raw         vLLM's own engine processes, text detokenized by vLLM;
+               raw_inproc  the engine in the caller's process (VLLM_ENABLE_V1_MULTIPROCESSING=0), token ids only
+                           (detokenize=False), decoded once at the end: what our CPU backend does, done by hand
 
 Prints tokens/s and the ratios, writes benchmarks/results/generation.json.
   python benchmarks/generation.py [--prompts 256] [--seed_prompts 32] [--max_new_tokens 64] [--skip_vllm]
@@ -100,6 +104,9 @@ def child(mode: str, n: int, max_new_tokens: int, dtype: str, reserved: str | No
         texts_out = [o.text for o in outs]
         tokens = sum(o.num_tokens for o in outs)
     else:
+        inproc = mode == "raw_inproc"
+        if inproc:
+            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         from vllm import LLM, SamplingParams
 
         llm = LLM(model=path, dtype=dtype, seed=0, enforce_eager=True, max_model_len=2048,
@@ -107,8 +114,10 @@ def child(mode: str, n: int, max_new_tokens: int, dtype: str, reserved: str | No
         started = time.perf_counter()
         rendered = [tokenizer.apply_chat_template([{"role": "user", "content": t}], add_generation_prompt=True,
                                                   tokenize=False) for t in texts]
-        res = llm.generate(rendered, SamplingParams(temperature=0.0, max_tokens=max_new_tokens), use_tqdm=False)
-        texts_out = [r.outputs[0].text for r in res]
+        res = llm.generate(rendered, SamplingParams(temperature=0.0, max_tokens=max_new_tokens, detokenize=not inproc),
+                           use_tqdm=False)
+        texts_out = ([r.outputs[0].text for r in res] if not inproc else
+                     tokenizer.batch_decode([r.outputs[0].token_ids for r in res], skip_special_tokens=True))
         tokens = sum(len(r.outputs[0].token_ids) for r in res)
     seconds = time.perf_counter() - started
     print("RESULT " + json.dumps({"prompts": n, "tokens": tokens, "seconds": round(seconds, 2),
@@ -129,7 +138,7 @@ def main() -> None:
     ap.add_argument("--batch_size", type=int, default=128)
     ap.add_argument("--skip_vllm", action="store_true")
     ap.add_argument("--vllm_repeats", type=int, default=1, help="runs of each vLLM engine (best kept)")
-    ap.add_argument("--child", choices=["vllm", "raw"])
+    ap.add_argument("--child", choices=["vllm", "raw", "raw_inproc"])
     ap.add_argument("--vllm_dtype", default="float32")
     ap.add_argument("--vllm_reserved_cpus", default=None)
     args = ap.parse_args()
@@ -146,7 +155,8 @@ def main() -> None:
     rows = {}
     if not args.skip_vllm:  # vLLM first, before this process holds a model
         # Raw vLLM and our backend alternate order across repeats; each keeps its fastest run.
-        engines = [(f"raw_vllm_{d}", "raw", d) for d in dtypes] + [(f"vllm_backend_{best}", "vllm", best)]
+        engines = [(f"{m}_vllm_{d}", m, d) for d in dtypes for m in ("raw", "raw_inproc")]
+        engines += [(f"vllm_backend_{best}", "vllm", best)]
         runs: dict[str, list[dict]] = {name: [] for name, _, _ in engines}
         for repeat in range(args.vllm_repeats):
             for name, mode, dtype in engines if repeat % 2 == 0 else engines[::-1]:
@@ -154,6 +164,9 @@ def main() -> None:
         for name, results in runs.items():
             rows[name] = {**max(results, key=lambda r: r["tokens_per_s"]),
                           "all_tokens_per_s": [round(r["tokens_per_s"], 1) for r in results]}
+    # the anchor of each dtype: the faster of the two ways by hand
+    tuned = {d: max((f"raw_vllm_{d}", f"raw_inproc_vllm_{d}"), key=lambda k: rows[k]["tokens_per_s"])
+             for d in dtypes if f"raw_vllm_{d}" in rows}
     rows["seed_loop"] = bench_seed(path, tokenizer, ids[: args.seed_prompts], args.max_new_tokens, "float32")
     for dtype in dtypes:
         rows[f"hf_backend_{dtype}"] = bench_hf(path, tokenizer, ids, args.max_new_tokens, dtype, args.batch_size)
@@ -167,15 +180,16 @@ def main() -> None:
                      "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size,
                      "vllm_reserved_cpus": 0, "vllm_repeats": args.vllm_repeats, "dtypes": dtypes,
                      "host_bf16": why},
-        "vllm_backend_vs_tuned_raw": ratio(f"vllm_backend_{best}", f"raw_vllm_{best}"),
-        "hf_vs_tuned_raw_fp32": ratio("hf_backend_float32", "raw_vllm_float32"),
-        "hf_vs_tuned_raw_bf16": ratio("hf_backend_bfloat16", "raw_vllm_bfloat16"),
+        "tuned_raw": tuned,
+        "vllm_backend_vs_tuned_raw": ratio(f"vllm_backend_{best}", tuned.get(best, "")),
+        "hf_vs_tuned_raw_fp32": ratio("hf_backend_float32", tuned.get("float32", "")),
+        "hf_vs_tuned_raw_bf16": ratio("hf_backend_bfloat16", tuned.get("bfloat16", "")),
         "hf_vs_seed": ratio("hf_backend_float32", "seed_loop"),
         "targets": {"vllm_backend_vs_tuned_raw": 0.95, "hf_vs_tuned_raw_fp32": 0.9},
         "raw": {k: {kk: vv for kk, vv in v.items() if kk != "texts"} for k, v in rows.items()},
     }
-    if "raw_vllm_float32" in rows:
-        same = sum(a == b for a, b in zip(rows["hf_backend_float32"]["texts"], rows["raw_vllm_float32"]["texts"],
+    if "float32" in tuned:
+        same = sum(a == b for a, b in zip(rows["hf_backend_float32"]["texts"], rows[tuned["float32"]]["texts"],
                                           strict=True))
         figures["hf_equals_raw_vllm_texts_fp32"] = f"{same}/{args.prompts}"
     print(f"{'engine':22} {'tokens':>8} {'seconds':>9} {'tok/s':>8} {'start s':>8}")

@@ -533,3 +533,19 @@ def test_vllm_engine_process_leaves_the_caller_alone_and_fails_in_one_line(vllm_
     with pytest.raises(DpoScaleError) as failed:
         VLLMGenerator(str(tmp_path), seed=0, max_model_len=256, kv_cache_gb=0.25, reserved_cpus=0)
     assert "vLLM failed while starting:" in str(failed.value) and "\n" not in str(failed.value)
+
+
+def test_detokenize_leaves_out_an_incomplete_last_character_as_vllm_does(tiny_model):
+    """The CPU vLLM engine returns token ids; their text must be vLLM's own. A plain decode writes U+FFFD for a
+    character cut off by max_new_tokens (one anchor row of 1512 differed so); vLLM's detokenizer leaves it out."""
+    from dpo_scale.generation.vllm_process import detokenize
+    from dpo_scale.models import load_tokenizer
+
+    tokenizer = load_tokenizer(tiny_model)
+    prompt = tokenizer("Who are you?")["input_ids"]
+    ids = tokenizer(" I am fine (ספרק)", add_special_tokens=False)["input_ids"]
+    assert detokenize(tokenizer, prompt, ids) == tokenizer.decode(ids) == " I am fine (ספרק)"
+    cut = next(k for k in range(len(ids) - 1, 0, -1) if tokenizer.decode(ids[:k]).endswith("\ufffd"))
+    assert detokenize(tokenizer, prompt, ids[:cut]) == tokenizer.decode(ids[:cut]).rstrip("\ufffd")
+    eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert detokenize(tokenizer, prompt, [*ids, eos]) == " I am fine (ספרק)"  # special tokens skipped

@@ -2,11 +2,11 @@
 
 vLLM's offline `LLM` on CPU starts two processes of its own (the engine core, then a worker), each importing torch
 and vLLM, and detokenizes every step in the caller while the worker computes. On a 2-core host that costs about
-25 s of start and a tenth of the throughput (benchmarks/RESULTS.md, "vLLM's engine in one process"). Here the child
-runs vLLM's engine in-process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`, the `uni` executor), generates token ids only
-(`detokenize=False`) and decodes each chunk once at the end. The caller's process is left as it was: vLLM's CPU
-worker pins its OpenMP threads to cores and sets environment variables, which must not reach training in the
-same process (`dpo-scale run`)."""
+30 s of start (benchmarks/RESULTS.md, "The vLLM engine in one child process"). Here the child runs vLLM's engine
+in-process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`, the `uni` executor), generates token ids only (`detokenize=False`)
+and turns them into text once per chunk, the way vLLM's own detokenizer does (`detokenize`). The caller's process
+is left as it was: vLLM's CPU worker pins its OpenMP threads to cores and sets environment variables, which must not
+reach training in the same process (`dpo-scale run`)."""
 
 from __future__ import annotations
 
@@ -40,6 +40,29 @@ def _failed() -> EngineReply:
     return EngineReply(error=traceback.format_exc().strip().splitlines()[-1])
 
 
+def detokenize(tokenizer, prompt_ids: list[int], ids: list[int]) -> str:
+    """The text vLLM 0.32 itself would return for `ids` (skip_special_tokens, no stop strings): its
+    FastIncrementalDetokenizer's steps, a tokenizers DecodeStream primed with the prompt. A character whose bytes
+    are still incomplete at the end is left out, where a plain decode writes U+FFFD (the data differed on one row of
+    1512 before this). Slow tokenizers: a plain decode."""
+    import tokenizers
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return tokenizer.decode(ids, skip_special_tokens=True)
+    stream, parts = tokenizers.decoders.DecodeStream(ids=prompt_ids, skip_special_tokens=True), []
+    for token in ids:
+        try:
+            parts.append(stream.step(backend, token) or "")
+        except Exception as e:
+            if not str(e).startswith("Invalid prefix encountered"):
+                raise
+            # as vLLM: tokenizers' stream breaks on non-monotonic UTF-8 output; restart it (vllm-project/vllm#17448)
+            stream = tokenizers.decoders.DecodeStream(skip_special_tokens=True)
+            parts.append(stream.step(backend, token) or "")
+    return "".join(parts)
+
+
 def _serve(conn) -> None:
     """The child: import vLLM at once, build the engine from the first message, then answer EngineRequests until it
     receives None."""
@@ -66,8 +89,8 @@ def _serve(conn) -> None:
             params = [SamplingParams(**p, detokenize=False) for p in request.params]
             outputs = llm.generate([{"prompt_token_ids": ids} for ids in request.prompt_ids], params, use_tqdm=False)
             ids = [list(o.outputs[0].token_ids) for o in outputs]
-            conn.send(EngineReply(tokenizer.batch_decode(ids, skip_special_tokens=True), [len(i) for i in ids],
-                                  [str(o.outputs[0].finish_reason) for o in outputs]))
+            texts = [detokenize(tokenizer, prompt, row) for prompt, row in zip(request.prompt_ids, ids, strict=True)]
+            conn.send(EngineReply(texts, [len(i) for i in ids], [str(o.outputs[0].finish_reason) for o in outputs]))
         except Exception:  # noqa: BLE001
             conn.send(_failed())
 
