@@ -63,6 +63,14 @@ def detokenize(tokenizer, prompt_ids: list[int], ids: list[int]) -> str:
     return "".join(parts)
 
 
+def _next(conn) -> EngineRequest | None:
+    """The next request; None when the caller asks to stop or has gone without asking (its end of the pipe closed)."""
+    try:
+        return conn.recv()
+    except EOFError:
+        return None
+
+
 def _serve(conn) -> None:
     """The child: import vLLM at once, build the engine from the first message, then answer EngineRequests until it
     receives None."""
@@ -72,7 +80,7 @@ def _serve(conn) -> None:
     except Exception:  # noqa: BLE001 - the parent raises it with the child's traceback
         conn.send(_failed())
         return
-    build = conn.recv()  # (LLM keyword arguments, environment for the engine), or None: not needed after all
+    build = _next(conn)  # (LLM keyword arguments, environment for the engine), or None: not needed after all
     if build is None:
         return
     llm_kwargs, engine_env = build
@@ -84,7 +92,7 @@ def _serve(conn) -> None:
         conn.send(_failed())
         return
     conn.send(EngineReply())
-    while (request := conn.recv()) is not None:
+    while (request := _next(conn)) is not None:
         try:
             params = [SamplingParams(**p, detokenize=False) for p in request.params]
             outputs = llm.generate([{"prompt_token_ids": ids} for ids in request.prompt_ids], params, use_tqdm=False)
