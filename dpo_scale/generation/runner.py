@@ -106,7 +106,7 @@ def load_anchor_prompts(recipe: Recipe) -> list[Prompt]:
 def generate_answers(recipe: Recipe, model_path: str, tokenizer, prompts=None,
                      anchors=None, engine_process=None) -> tuple[list[dict], dict]:
     """Generate (or reuse) every chunk; returns the merged answers on rank 0 (others: []). `engine_process`: a vLLM
-    engine process started earlier (vllm_backend.engine_process_for), closed here."""
+    engine process started earlier (vllm_backend.engine_process_for); the caller closes it."""
     state = process_state()
     if prompts is None:
         prompts = load_prompts(recipe.dataset, recipe.dataset_split, recipe.max_prompts)
@@ -128,8 +128,6 @@ def generate_answers(recipe: Recipe, model_path: str, tokenizer, prompts=None,
     backend = pick_backend(recipe.backend)
     sampling = Sampling(recipe.max_new_tokens, recipe.temperature, recipe.top_p)
     stats = {"backend": backend, "generated_rows": 0, "generated_tokens": 0, "seconds": 0.0}
-    if not todo and engine_process is not None:
-        engine_process.close()
     if todo:
         generator = _build_generator(backend, recipe, model_path, tokenizer, state, engine_process)
         total_rows = sum(len(chunks[k]) for k in todo)
@@ -214,7 +212,7 @@ def run_data_stage(recipe: Recipe) -> dict | None:
         answers, gen_stats = generate_answers(recipe, model_path, tokenizer, prompts, anchors, engine_process)
     finally:
         if engine_process is not None:
-            engine_process.close()  # a no-op once generate_answers closed it
+            engine_process.close()  # a no-op once the generator closed it
     if not state.is_main_process:
         return None
     swap = NameSwap(recipe.org_name, recipe.pos_name, recipe.case_sensitive)

@@ -114,12 +114,10 @@ class EngineProcess:
         self._proc = ctx.Process(target=_serve, args=(child_conn,), name="dpo_scale-vllm", daemon=True)
         self._proc.start()
         child_conn.close()
-        self.started = False
 
     def start(self, llm_kwargs: dict, env: dict[str, str]) -> None:
         self._conn.send((llm_kwargs, env))
         self._reply(READY_TIMEOUT_S, "starting")
-        self.started = True
 
     def generate(self, prompt_ids: list[list[int]], params: list[dict]) -> EngineReply:
         self._conn.send(EngineRequest(prompt_ids, params))
