@@ -549,3 +549,21 @@ def test_detokenize_leaves_out_an_incomplete_last_character_as_vllm_does(tiny_mo
     assert detokenize(tokenizer, prompt, ids[:cut]) == tokenizer.decode(ids[:cut]).rstrip("\ufffd")
     eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
     assert detokenize(tokenizer, prompt, [*ids, eos]) == " I am fine (ספרק)"  # special tokens skipped
+
+
+def test_vllm_engine_process_that_cannot_import_vllm_fails_in_one_line(tmp_path, monkeypatch):
+    """A child whose `import vllm` fails sends that error and exits before the caller asks for an engine: `start`
+    must raise it as one line, not the BrokenPipeError of writing to a child that is gone."""
+    from dpo_scale.errors import DpoScaleError
+    from dpo_scale.generation.vllm_process import EngineProcess
+
+    fake = tmp_path / "vllm"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("raise ImportError('vllm is broken here')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))  # a spawned child takes the parent's sys.path
+    engine = EngineProcess()
+    engine._proc.join(120)  # the child has sent its error and exited
+    assert not engine._proc.is_alive()
+    with pytest.raises(DpoScaleError) as failed:
+        engine.start({"model": "unused"}, {})
+    assert str(failed.value) == "vLLM failed while starting: ImportError: vllm is broken here (traceback above)"

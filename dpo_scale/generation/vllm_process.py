@@ -116,7 +116,10 @@ class EngineProcess:
         child_conn.close()
 
     def start(self, llm_kwargs: dict, env: dict[str, str]) -> None:
-        self._conn.send((llm_kwargs, env))
+        try:
+            self._conn.send((llm_kwargs, env))
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the child is gone: it sent why (say, `import vllm` failed) before exiting, and _reply reads it
         self._reply(READY_TIMEOUT_S, "starting")
 
     def generate(self, prompt_ids: list[list[int]], params: list[dict]) -> EngineReply:
@@ -133,7 +136,13 @@ class EngineProcess:
             if timeout is not None and waited >= timeout:
                 self.close()
                 raise DpoScaleError(f"the vLLM engine process did not finish {doing} in {timeout} s")
-        reply = self._conn.recv()
+        try:
+            reply = self._conn.recv()
+        except EOFError:  # the child exited without a word (killed)
+            self._proc.join(5)
+            self.close()
+            raise DpoScaleError(f"the vLLM engine process died while {doing} (exit code {self._proc.exitcode});"
+                                " its log is above") from None
         if reply.error:
             self.close()
             raise DpoScaleError(f"vLLM failed while {doing}: {reply.error} (traceback above)")
