@@ -81,6 +81,9 @@ class Recipe:
     temperature: float = setting(0.0, "sampling temperature (0: greedy)")
     top_p: float = setting(1.0, "nucleus sampling share, in (0, 1]")
     max_new_tokens: int = setting(128, "longest generated answer, in tokens")
+    anchor_max_new_tokens: int | None = setting(
+        None, "longest anchor answer, in tokens (null: max_new_tokens). Training holds an anchor's whole answer but "
+        "reads an identity answer only up to its name window and tail, so identity answers can stop sooner")
     gen_system_prompt: str | None = setting(None, "system prompt while generating answers (null: the model's own "
                                             "default, which carries its identity)")
     answer_prefixes: list[str] | None = setting(
@@ -267,7 +270,8 @@ class Recipe:
                 raise bad(key, f"must be > 0, got {getattr(self, key)}")
         if self.num_samples > 1 and self.temperature <= 0:
             raise bad("num_samples", "several samples per prompt need temperature > 0 (greedy repeats itself)")
-        for key in ("max_prompts", "max_anchor_prompts", "max_answer_sentences", "name_window_tokens"):
+        for key in ("max_prompts", "max_anchor_prompts", "anchor_max_new_tokens", "max_answer_sentences",
+                    "name_window_tokens"):
             if getattr(self, key) is not None and getattr(self, key) <= 0:
                 raise bad(key, "must be > 0 or null")
         if self.keep_per_prompt is not None and self.keep_per_prompt <= 0:

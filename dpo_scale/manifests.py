@@ -26,7 +26,7 @@ _MODEL_KEYS = ("model", "gguf_file", "dtype", "chat_template")
 GENERATION_KEYS = (
     *_MODEL_KEYS, "gen_dtype", "dataset", "dataset_split", "max_prompts", "num_samples", "temperature", "top_p",
     "max_new_tokens", "gen_system_prompt", "chunk_size", "seed", "answer_prefixes", "org_name", "anchor_prompts",
-    "max_anchor_prompts", "system_prompt",
+    "max_anchor_prompts", "anchor_max_new_tokens", "system_prompt",
 )
 # The pairs are built from the answers with these on top.
 DATA_KEYS = (*GENERATION_KEYS, "pos_name", "case_sensitive", "keep_per_prompt", "keep_unnamed",

@@ -267,6 +267,24 @@ def test_config_keys_that_do_not_change_answers_reuse_the_chunks(tiny_model, bas
     assert any("Neo TinyLM" in p["chosen"][0]["content"] for p in pairs)
 
 
+def test_identity_and_anchor_answers_get_their_own_length_in_chunks_of_one_kind(tiny_model, tmp_path):
+    """`anchor_max_new_tokens` lets anchors run longer than identity answers (training reads an identity answer only
+    to its name window and tail): no chunk mixes the two kinds, identity chunks keep their numbers."""
+    ok(run(generate_cmd(tiny_model, tmp_path, "--max_prompts", "3", "--max_new_tokens", "4", "--anchor_prompts",
+                        "builtin:anchor_prompts", "--max_anchor_prompts", "3", "--anchor_max_new_tokens", "12")))
+    parts = tmp_path / "data" / "parts"
+    chunks = [read_jsonl(parts / f"chunk-{k:05d}.jsonl") for k in range(4)]
+    assert not (parts / "chunk-00004.jsonl").exists()
+    assert [[bool(a.get("anchor")) for a in chunk] for chunk in chunks] == [[False, False], [False], [True, True],
+                                                                            [True]]
+    identity = [a for chunk in chunks[:2] for a in chunk]
+    anchors = [a for chunk in chunks[2:] for a in chunk]
+    assert all(a["tokens"] <= 4 for a in identity) and any(not a["finished"] for a in identity)
+    assert all(a["tokens"] <= 12 for a in anchors) and any(a["tokens"] > 4 for a in anchors)
+    manifest = json.loads((tmp_path / "data" / "manifest.json").read_text())
+    assert manifest["sampling"]["max_new_tokens"] == 4 and manifest["sampling"]["anchor_max_new_tokens"] == 12
+
+
 def test_anchor_items_use_the_training_system_prompt_and_no_prefix():
     """Identity answers: the model's own default prompt plus a pre-filled name; anchors: the neutral prompt
     they are trained and evaluated under, answered freely."""

@@ -97,6 +97,10 @@ class WorkItem:
         return "" if self.anchor else answer_prefix(recipe, self.prompt.index, self.sample)
 
 
+def anchor_sampling_tokens(recipe: Recipe) -> int:
+    return recipe.anchor_max_new_tokens or recipe.max_new_tokens
+
+
 def load_anchor_prompts(recipe: Recipe) -> list[Prompt]:
     if not recipe.anchor_prompts:
         return []
@@ -112,10 +116,12 @@ def generate_answers(recipe: Recipe, model_path: str, tokenizer, prompts=None,
         prompts = load_prompts(recipe.dataset, recipe.dataset_split, recipe.max_prompts)
     if anchors is None:
         anchors = load_anchor_prompts(recipe)
-    # Anchors come after the identity items, so identity chunks keep their numbers (and seeds).
-    items = [WorkItem(p, s) for p in prompts for s in range(recipe.num_samples)]
-    items += [WorkItem(p, 0, anchor=True) for p in anchors]
-    chunks = [items[i : i + recipe.chunk_size] for i in range(0, len(items), recipe.chunk_size)]
+    # Identity chunks first, then anchor chunks (no chunk holds both: each kind has its own answer length), so
+    # identity chunks keep their numbers (and seeds) whatever the anchors.
+    identity = [WorkItem(p, s) for p in prompts for s in range(recipe.num_samples)]
+    chunks = [identity[i : i + recipe.chunk_size] for i in range(0, len(identity), recipe.chunk_size)]
+    anchor_items = [WorkItem(p, 0, anchor=True) for p in anchors]
+    chunks += [anchor_items[i : i + recipe.chunk_size] for i in range(0, len(anchor_items), recipe.chunk_size)]
     parts = recipe.data_path / "parts"
     parts.mkdir(parents=True, exist_ok=True)
     _guard_parts_folder(parts, manifests.fingerprint("generation", recipe), recipe.overwrite, state)
@@ -127,6 +133,7 @@ def generate_answers(recipe: Recipe, model_path: str, tokenizer, prompts=None,
     todo = [k for k in mine if not part_file(k).is_file()]
     backend = pick_backend(recipe.backend)
     sampling = Sampling(recipe.max_new_tokens, recipe.temperature, recipe.top_p)
+    anchor_sampling = Sampling(anchor_sampling_tokens(recipe), recipe.temperature, recipe.top_p)
     stats = {"backend": backend, "generated_rows": 0, "generated_tokens": 0, "seconds": 0.0}
     if todo:
         generator = _build_generator(backend, recipe, model_path, tokenizer, state, engine_process)
@@ -145,7 +152,8 @@ def generate_answers(recipe: Recipe, model_path: str, tokenizer, prompts=None,
             prefixes = [item.prefix(recipe) for item in chunk]
             ids = [render_prompts(tokenizer, [item.prompt.text], item.system_prompt(recipe), [prefix])[0]
                    for item, prefix in zip(chunk, prefixes, strict=True)]
-            completions = generator.generate(ids, sampling, seed=recipe.seed + k, progress=progress)
+            completions = generator.generate(ids, anchor_sampling if chunk[0].anchor else sampling,
+                                             seed=recipe.seed + k, progress=progress)
             write_jsonl(part_file(k), (
                 {"prompt_index": item.prompt.index, "sample": item.sample, "prompt": item.prompt.text,
                  "answer": prefix + c.text, "tokens": c.num_tokens, "finished": c.finished,
@@ -242,7 +250,8 @@ def run_data_stage(recipe: Recipe) -> dict | None:
         "host": cpu_info(),
         "malloc": describe_malloc(),
         "sampling": {"num_samples": recipe.num_samples, "temperature": recipe.temperature,
-                     "top_p": recipe.top_p, "max_new_tokens": recipe.max_new_tokens, "seed": recipe.seed},
+                     "top_p": recipe.top_p, "max_new_tokens": recipe.max_new_tokens,
+                     "anchor_max_new_tokens": anchor_sampling_tokens(recipe), "seed": recipe.seed},
         "system_prompt_for_generation": recipe.gen_system_prompt or "(model default)",
         "system_prompt_in_pairs": recipe.system_prompt,
         "counts": stats,
