@@ -81,6 +81,31 @@ def read_pairs(recipe: Recipe) -> tuple[list[dict], list[dict]]:
     return pairs, anchors
 
 
+def identity_tokens_read(recipe: Recipe) -> int | None:
+    """How many tokens past an identity answer's first name training reads (name window + held tail); None: all."""
+    if not recipe.name_window_tokens:
+        return None
+    if not (recipe.hold_identity_tails and recipe.anchor_kl_weight > 0):
+        return recipe.name_window_tokens
+    return recipe.name_window_tokens + recipe.identity_tail_tokens if recipe.identity_tail_tokens else None
+
+
+def warn_if_answers_are_short(recipe: Recipe) -> str | None:
+    """A warning when the data's identity answers were generated shorter than what training reads past the name:
+    the window or held tail would then end with the answer (the name sits in the answer's pre-filled start, so
+    `max_new_tokens` of the data stage bounds the tokens after it)."""
+    manifest = recipe.data_path / "manifest.json"
+    read = identity_tokens_read(recipe)
+    generated = read_json(manifest).get("sampling", {}).get("max_new_tokens") if manifest.is_file() else None
+    if read is None or generated is None or generated >= read:
+        return None
+    message = (f"{manifest}: identity answers were generated to {generated} tokens, but training reads {read} past the "
+               f"name (name_window_tokens + identity_tail_tokens): the answers' ends cut those short; generate with "
+               f"--max_new_tokens {read + 8} or more")
+    log.warning(message)
+    return message
+
+
 def _is_all_linear(targets: list[str]) -> bool:
     return targets in (["all-linear"], ["all_linear"])
 
@@ -403,6 +428,8 @@ def build_trainer(recipe: Recipe, state, ddp_backend: str | None = None, callbac
 
     _check_supported(recipe, state)
     dataset, anchor_rows = load_pairs(recipe)  # before any folder is touched: bad data fails fast on every rank
+    if state.is_main_process:
+        warn_if_answers_are_short(recipe)
     guard_output(recipe, state)
     with state.main_process_first():
         model_path = resolve_model(recipe.model, recipe.gguf_file, recipe.cache_dir)

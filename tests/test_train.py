@@ -435,3 +435,22 @@ def test_ranks_of_a_multi_process_run_exit_without_teardown(tmp_path, world_size
     assert "missing.yaml" in done.stderr and "error" in done.stderr
     assert "exit handler ran" in done.stdout
     assert ("teardown ran" in done.stdout) == (world_size == "1"), done.stdout
+
+
+def test_identity_answers_shorter_than_what_training_reads_are_warned_about(tmp_path):
+    """The default generates identity answers to 40 tokens because training reads 8 + 24 past the name; a recipe
+    that reads further than its data holds is told so, naming the file and the length to generate."""
+    from dpo_scale.config import load_recipe
+    from dpo_scale.io import write_json
+    from dpo_scale.train import identity_tokens_read, warn_if_answers_are_short
+
+    data, config = tmp_path / "data", str(REPO / "configs" / "smollm2_cpu.yaml")
+    write_json(data / "manifest.json", {"sampling": {"max_new_tokens": 40}})
+    recipe = load_recipe(config, {"data_dir": str(data)})
+    assert identity_tokens_read(recipe) == 32 and warn_if_answers_are_short(recipe) is None
+    longer = load_recipe(config, {"data_dir": str(data), "identity_tail_tokens": "48"})
+    warning = warn_if_answers_are_short(longer)
+    assert warning is not None and str(data / "manifest.json") in warning
+    assert "generated to 40 tokens, but training reads 56" in warning and "--max_new_tokens 64" in warning
+    whole_tails = load_recipe(config, {"data_dir": str(data), "identity_tail_tokens": "null"})
+    assert identity_tokens_read(whole_tails) is None and warn_if_answers_are_short(whole_tails) is None
