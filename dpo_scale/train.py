@@ -100,7 +100,7 @@ def warn_if_answers_are_short(recipe: Recipe) -> str | None:
     if read is None or generated is None or generated >= read:
         return None
     message = (f"{manifest}: identity answers were generated to {generated} tokens, but training reads {read} past the "
-               f"name (name_window_tokens + identity_tail_tokens): the answers' ends cut those short; generate with "
+               f"name (its name window and held tail): the answers' ends cut those short; generate with "
                f"--max_new_tokens {read + 8} or more")
     log.warning(message)
     return message
