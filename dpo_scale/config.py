@@ -70,7 +70,8 @@ class Recipe:
                            "folder, or a hub name")
     dataset_split: str = setting("train", "split of a datasets folder or hub data set")
     max_prompts: int | None = setting(None, "use at most this many prompts (null: all)")
-    backend: str = setting("auto", f"answer generation: {', '.join(BACKENDS)} (auto: vllm when installed)")
+    backend: str = setting("auto", f"answer generation: {', '.join(BACKENDS)} (auto: vllm when "
+                                   "installed, on a GPU or a CPU with AMX or AVX512-BF16; hf elsewhere)")
     batch_size: int = setting(32, "hf backend: prompts per generation batch")
     num_samples: int = setting(1, "answers sampled per prompt")
     keep_per_prompt: int | None = setting(None, "pairs kept per prompt among answers that name the model (null: all)")

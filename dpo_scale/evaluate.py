@@ -130,6 +130,41 @@ def _answer_logits(model, batch: TeacherForcedBatch) -> torch.Tensor:
     return answer_logits(model, batch, model.device).float().cpu()
 
 
+def _both_answer_logits(base, trained, batch: TeacherForcedBatch, shared: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`_answer_logits` of both models; the trained model's pass starts at layer `shared` from the base's hidden
+    states there, when the layers below hold the same weights in both (`same_lower_layers`)."""
+    if not shared:
+        return _answer_logits(base, batch), _answer_logits(trained, batch)
+    from dpo_scale.shared_trunk import keeping_input_of, starting_at
+
+    with keeping_input_of(base.get_decoder().layers[shared]) as kept:
+        base_logits = _answer_logits(base, batch)
+    with starting_at(trained.get_decoder(), shared, kept[0].to(trained.device)):
+        return base_logits, _answer_logits(trained, batch)
+
+
+def _lower_layers_to_share(base, trained, batch: TeacherForcedBatch) -> int:
+    """The layers the trained model's drift passes can take from the base's (`same_lower_layers`), 0 unless its pass
+    started from there gives what its full pass gives on `batch` (a decoder that transforms its embeddings before the
+    first layer would not)."""
+    import torch
+
+    from dpo_scale.shared_trunk import same_lower_layers
+
+    shared = same_lower_layers(base, trained)
+    if not shared:
+        return 0
+    full = _answer_logits(trained, batch)
+    started = _both_answer_logits(base, trained, batch, shared)[1]
+    tolerance = 1e-4 if next(trained.parameters()).dtype == torch.float32 else 1e-2
+    if torch.allclose(started, full, atol=tolerance, rtol=tolerance):
+        log.info("drift: layers 0-%d run once for both models (the same weights in both)", shared - 1)
+        return shared
+    log.warning("drift: the trained model's pass from layer %d differs from its full pass; each model runs all its "
+                "layers", shared)
+    return 0
+
+
 @dataclass(frozen=True)
 class TeacherForcedDrift:
     """The drift measures of `drift_scores`, per answer where they are lists."""
@@ -170,12 +205,14 @@ def drift_scores(base, trained, tokenizer, prompt_ids: list[list[int]], answers:
     total, count = 0.0, 0
     tied, kept = [False] * len(answers), [True] * len(answers)
     with torch.inference_mode():
+        # checked on the first two rows alone: a small batch, the same shapes in both passes
+        shared = _lower_layers_to_share(base, trained, pad_right(rows[:2], pad_id(tokenizer))) if rows else 0
         for start in range(0, len(rows), batch_size):
             batch = pad_right(rows[start : start + batch_size], pad_id(tokenizer))
             answer_at = batch.answer_positions
             head_end = torch.tensor(head_ends[start : start + batch_size])
             head_at = answer_at & (torch.arange(answer_at.shape[1]) < head_end[:, None])
-            base_answer, trained_answer = _answer_logits(base, batch), _answer_logits(trained, batch)
+            base_answer, trained_answer = _both_answer_logits(base, trained, batch, shared)
             kl = kl_per_position(base_answer, trained_answer)
             total += kl.sum().item()
             count += kl.numel()

