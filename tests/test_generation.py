@@ -578,7 +578,7 @@ def test_vllm_engine_process_leaves_the_caller_alone_and_fails_in_one_line(vllm_
 def test_detokenize_leaves_out_an_incomplete_last_character_as_vllm_does(tiny_model):
     """The CPU vLLM engine returns token ids; their text must be vLLM's own. A plain decode writes U+FFFD for a
     character cut off by max_new_tokens (one anchor row of 1512 differed so); vLLM's detokenizer leaves it out."""
-    from dpo_scale.generation.vllm_process import detokenize
+    from dpo_scale.generation.base import detokenize
     from dpo_scale.models import load_tokenizer
 
     tokenizer = load_tokenizer(tiny_model)
@@ -589,6 +589,29 @@ def test_detokenize_leaves_out_an_incomplete_last_character_as_vllm_does(tiny_mo
     assert detokenize(tokenizer, prompt, ids[:cut]) == tokenizer.decode(ids[:cut]).rstrip("\ufffd")
     eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
     assert detokenize(tokenizer, prompt, [*ids, eos]) == " I am fine (ספרק)"  # special tokens skipped
+
+
+def test_hf_backend_leaves_out_a_character_cut_off_by_max_new_tokens_as_vllm_does(tiny_model, monkeypatch):
+    """The hf backend's text for an answer cut inside a character is vLLM's (the character left out), not a plain
+    decode's U+FFFD: both backends write the same answers."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from dpo_scale.generation.base import Sampling, detokenize
+    from dpo_scale.generation.hf import HFGenerator
+    from dpo_scale.models import load_tokenizer
+
+    tokenizer = load_tokenizer(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
+    prompt = tokenizer("Who are you?")["input_ids"]
+    ids = tokenizer(" I am fine (ספרק)", add_special_tokens=False)["input_ids"]
+    cut = next(k for k in range(len(ids) - 1, 0, -1) if tokenizer.decode(ids[:k]).endswith("\ufffd"))
+    steps = iter(ids[:cut])  # the model is made to emit exactly these tokens, one per step
+    monkeypatch.setattr(HFGenerator, "_pick", staticmethod(lambda logits, *_: torch.tensor([next(steps)])))
+    out = HFGenerator(model, tokenizer, batch_size=1).generate([prompt], Sampling(max_new_tokens=cut), seed=0)[0]
+    assert out.num_tokens == cut and not out.finished
+    assert out.text == detokenize(tokenizer, prompt, ids[:cut]) == tokenizer.decode(ids[:cut]).rstrip("\ufffd")
+    assert not out.text.endswith("\ufffd")
 
 
 def test_vllm_engine_process_that_cannot_import_vllm_fails_in_one_line(tmp_path, monkeypatch):

@@ -34,3 +34,27 @@ class Generator(Protocol):
     def close(self) -> None:
         """Release what the backend holds beyond Python objects (engine processes)."""
         ...
+
+
+def detokenize(tokenizer, prompt_ids: list[int], ids: list[int]) -> str:
+    """The text vLLM 0.32 itself would return for `ids` (skip_special_tokens, no stop strings): its
+    FastIncrementalDetokenizer's steps, a tokenizers DecodeStream primed with the prompt. A character whose bytes
+    are still incomplete at the end is left out, where a plain decode writes U+FFFD (the data differed on one row of
+    1512 before this). Both backends' texts read this way (the hf backend where a plain decode ends in U+FFFD).
+    Slow tokenizers: a plain decode."""
+    import tokenizers
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return tokenizer.decode(ids, skip_special_tokens=True)
+    stream, parts = tokenizers.decoders.DecodeStream(ids=prompt_ids, skip_special_tokens=True), []
+    for token in ids:
+        try:
+            parts.append(stream.step(backend, token) or "")
+        except Exception as e:
+            if not str(e).startswith("Invalid prefix encountered"):
+                raise
+            # as vLLM: tokenizers' stream breaks on non-monotonic UTF-8 output; restart it (vllm-project/vllm#17448)
+            stream = tokenizers.decoders.DecodeStream(skip_special_tokens=True)
+            parts.append(stream.step(backend, token) or "")
+    return "".join(parts)

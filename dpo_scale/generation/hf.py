@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from dpo_scale.generation.base import Completion, Sampling
+from dpo_scale.generation.base import Completion, Sampling, detokenize
 from dpo_scale.generation.fast_decode import (
     chunked_lm_head,
     fill_from_end,
@@ -138,8 +138,11 @@ class HFGenerator:
         completions = []
         for row, tokens in enumerate(generated):
             text_tokens = [t for t in tokens if t not in self.eos_ids]
-            completions.append(Completion(self.tokenizer.decode(text_tokens, skip_special_tokens=True), len(tokens),
-                                          finished=len(text_tokens) < len(tokens) and not stopped[row]))
+            text = self.tokenizer.decode(text_tokens, skip_special_tokens=True)
+            if text.endswith("\ufffd"):  # maybe a character cut off by max_new_tokens: left out, as vLLM does
+                text = detokenize(self.tokenizer, prompts[row], text_tokens)
+            finished = len(text_tokens) < len(tokens) and not stopped[row]
+            completions.append(Completion(text, len(tokens), finished=finished))
         return completions
 
     def _preallocates(self) -> bool:

@@ -17,6 +17,7 @@ import traceback
 from dataclasses import dataclass, field
 
 from dpo_scale.errors import DpoScaleError
+from dpo_scale.generation.base import detokenize
 
 READY_TIMEOUT_S = 900  # importing vLLM and building the engine: 5-30 s on 2 cores, more on a busy host
 
@@ -38,29 +39,6 @@ class EngineReply:
 def _failed() -> EngineReply:
     traceback.print_exc(file=sys.stderr)
     return EngineReply(error=traceback.format_exc().strip().splitlines()[-1])
-
-
-def detokenize(tokenizer, prompt_ids: list[int], ids: list[int]) -> str:
-    """The text vLLM 0.32 itself would return for `ids` (skip_special_tokens, no stop strings): its
-    FastIncrementalDetokenizer's steps, a tokenizers DecodeStream primed with the prompt. A character whose bytes
-    are still incomplete at the end is left out, where a plain decode writes U+FFFD (the data differed on one row of
-    1512 before this). Slow tokenizers: a plain decode."""
-    import tokenizers
-
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None:
-        return tokenizer.decode(ids, skip_special_tokens=True)
-    stream, parts = tokenizers.decoders.DecodeStream(ids=prompt_ids, skip_special_tokens=True), []
-    for token in ids:
-        try:
-            parts.append(stream.step(backend, token) or "")
-        except Exception as e:
-            if not str(e).startswith("Invalid prefix encountered"):
-                raise
-            # as vLLM: tokenizers' stream breaks on non-monotonic UTF-8 output; restart it (vllm-project/vllm#17448)
-            stream = tokenizers.decoders.DecodeStream(skip_special_tokens=True)
-            parts.append(stream.step(backend, token) or "")
-    return "".join(parts)
 
 
 def _next(conn) -> EngineRequest | None:
