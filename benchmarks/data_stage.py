@@ -30,13 +30,18 @@ REPO = Path(__file__).resolve().parent.parent
 BACKENDS = ("vllm", "hf")
 
 
-def run_once(backend: str, out: Path, env: dict, extra: list[str]) -> dict:
+def generate(backend: str, out: Path, env: dict, extra: list[str]) -> None:
+    """The installed `dpo-scale generate` on the default recipe, from scratch into `out`."""
     shutil.rmtree(out, ignore_errors=True)
     script = Path(sys.executable).parent / "dpo-scale"
     cmd = [str(script), "generate", "--config", str(REPO / "configs" / "smollm2_cpu.yaml"), "--output_dir", str(out),
            "--backend", backend, *extra]
-    start = time.perf_counter()
     subprocess.run(cmd, env=env, check=True, cwd=tempfile.gettempdir(), stdout=subprocess.DEVNULL)
+
+
+def run_once(backend: str, out: Path, env: dict, extra: list[str]) -> dict:
+    start = time.perf_counter()
+    generate(backend, out, env, extra)
     seconds = time.perf_counter() - start
     manifest = json.loads((out / "data" / "manifest.json").read_text())
     return {"backend": backend, "seconds": round(seconds, 1),
@@ -55,10 +60,7 @@ def main() -> None:
     runs: list[dict] = []
     with tempfile.TemporaryDirectory() as cache:
         env["DPO_SCALE_CACHE"] = cache
-        subprocess.run([str(Path(sys.executable).parent / "dpo-scale"), "generate", "--config",
-                        str(REPO / "configs" / "smollm2_cpu.yaml"), "--output_dir", str(work / "warmup"),
-                        "--backend", "hf", "--max_prompts", "2", "--max_anchor_prompts", "1", *extra],
-                       env=env, check=True, cwd=tempfile.gettempdir(), stdout=subprocess.DEVNULL)  # converts once
+        generate("hf", work / "warmup", env, ["--max_prompts", "2", "--max_anchor_prompts", "1", *extra])  # converts
         for r in range(args.rounds):
             for backend in BACKENDS:
                 run = run_once(backend, work / f"{backend}{r + 1}", env, extra)

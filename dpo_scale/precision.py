@@ -49,11 +49,18 @@ def cpu_info() -> dict:
     return {"cpu": model, "flags": {flag: flag in flags for flag in CPU_FLAGS}}
 
 
+def on_gpu(device: str) -> bool:
+    """Whether `device` ("cpu", "cuda", "cuda:1", "auto") runs on a GPU: anything but "cpu" where CUDA is there."""
+    import torch
+
+    return device != "cpu" and torch.cuda.is_available()
+
+
 def fast_bf16(device: str) -> tuple[bool, str]:
     """Whether `device` ("cpu", "cuda", "cuda:1", "auto") computes bf16 matmuls faster than fp32, and why."""
     import torch
 
-    if device != "cpu" and torch.cuda.is_available():
+    if on_gpu(device):
         if torch.cuda.is_bf16_supported():
             return True, f"GPU {torch.cuda.get_device_name()} supports bf16"
         return False, f"GPU {torch.cuda.get_device_name()} has no bf16"

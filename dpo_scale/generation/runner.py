@@ -48,12 +48,10 @@ def pick_backend(name: str, device: str = "auto") -> BackendChoice:
         return BackendChoice(name, f"backend: {name} set in the recipe")
     if not vllm_available():
         return BackendChoice("hf", "backend auto: vLLM is not installed")
-    import torch
+    from dpo_scale.precision import fast_bf16, on_gpu
 
-    if device != "cpu" and torch.cuda.is_available():
+    if on_gpu(device):
         return BackendChoice("vllm", "backend auto: a GPU")
-    from dpo_scale.precision import fast_bf16
-
     fast, why = fast_bf16("cpu")
     if fast:
         return BackendChoice("vllm", f"backend auto: {why}, where vLLM's bf16 kernels are the fastest")
@@ -130,11 +128,11 @@ def load_anchor_prompts(recipe: Recipe) -> list[Prompt]:
     return load_prompts(recipe.anchor_prompts, "train", recipe.max_anchor_prompts)
 
 
-def generate_answers(recipe: Recipe, model_path: str, tokenizer, prompts=None, anchors=None, engine_process=None,
-                     backend: str | None = None) -> tuple[list[dict], dict]:
-    """Generate (or reuse) every chunk; returns the merged answers on rank 0 (others: []). `engine_process`: a vLLM
-    engine process started earlier (vllm_backend.engine_process_for); the caller closes it. `backend`: as
-    `pick_backend` chose (None: choose here)."""
+def generate_answers(recipe: Recipe, model_path: str, tokenizer, backend: str, prompts=None, anchors=None,
+                     engine_process=None) -> tuple[list[dict], dict]:
+    """Generate (or reuse) every chunk with `backend` (as `pick_backend` chose); returns the merged answers on rank 0
+    (others: []). `engine_process`: a vLLM engine process started earlier (vllm_backend.engine_process_for); the
+    caller closes it."""
     state = process_state()
     if prompts is None:
         prompts = load_prompts(recipe.dataset, recipe.dataset_split, recipe.max_prompts)
@@ -155,7 +153,6 @@ def generate_answers(recipe: Recipe, model_path: str, tokenizer, prompts=None, a
 
     mine = [k for k in range(len(chunks)) if k % state.num_processes == state.process_index]
     todo = [k for k in mine if not part_file(k).is_file()]
-    backend = backend or pick_backend(recipe.backend, recipe.device).name
     sampling = Sampling(recipe.max_new_tokens, recipe.temperature, recipe.top_p)
     anchor_sampling = Sampling(anchor_sampling_tokens(recipe), recipe.temperature, recipe.top_p)
     stats = {"backend": backend, "generated_rows": 0, "generated_tokens": 0, "seconds": 0.0}
@@ -244,8 +241,8 @@ def run_data_stage(recipe: Recipe) -> dict | None:
         with state.main_process_first():  # one rank converts the GGUF, the others reuse it
             model_path = resolve_model(recipe.model, recipe.gguf_file, recipe.cache_dir)
         tokenizer = load_tokenizer(model_path, recipe.chat_template)
-        answers, gen_stats = generate_answers(recipe, model_path, tokenizer, prompts, anchors, engine_process,
-                                              backend.name)
+        answers, gen_stats = generate_answers(recipe, model_path, tokenizer, backend.name, prompts, anchors,
+                                              engine_process)
     finally:
         if engine_process is not None:
             engine_process.close()  # a no-op once the generator closed it
