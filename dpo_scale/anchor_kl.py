@@ -25,6 +25,8 @@ from __future__ import annotations
 import logging
 
 import torch
+from transformers import TrainerCallback
+from transformers.trainer_callback import ExportableState
 from trl import DPOTrainer
 
 from dpo_scale.errors import DpoScaleError
@@ -70,9 +72,14 @@ class AnchoredDPOTrainer(DPOTrainer):
     def __init__(self, *args, anchor_rows: list[dict], anchor_kl_weight: float, anchor_batch_size: int,
                  anchor_top_k: int | None = None, hold_identity_tails: int | None = None,
                  identity_tail_tokens: int | None = None, anchor_answer_tokens: int | None = None,
-                 anchor_margin: float = 0.0, anchor_margin_weight: float = 0.0, **kwargs):
+                 anchor_margin: float = 0.0, anchor_margin_weight: float = 0.0,
+                 anchor_kl_budget: float | None = None, anchor_kl_budget_gain: float = 0.1, **kwargs):
         super().__init__(*args, **kwargs)
         self.anchor_kl_weight = anchor_kl_weight
+        if anchor_kl_budget:
+            self.add_callback(AdaptiveKLWeight(anchor_kl_weight, anchor_kl_budget, anchor_kl_budget_gain))
+            # a resumed run restores the weight its checkpoint saved (Trainer._load_callback_state)
+            self.args.restore_callback_states_from_checkpoint = True
         self.anchor_margin, self.anchor_margin_weight = anchor_margin, anchor_margin_weight
         self.anchor_batch_size = anchor_batch_size
         self.anchor_top_k = anchor_top_k
@@ -94,7 +101,8 @@ class AnchoredDPOTrainer(DPOTrainer):
         # prefix_sharing), checked against right-padded rows on the first batch
         self.packed_kl = False
         self._packed_checked = False
-        self._logged: dict[str, list[float]] = {"anchor_kl": [], "anchor_margin_shortfall": []}  # since the last log
+        # since the last log
+        self._logged: dict[str, list[float]] = {"anchor_kl": [], "anchor_margin_shortfall": [], "anchor_kl_weight": []}
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
         """The mean anchor KL (and margin shortfall) since the last training log goes out with it (Trainer.log is
@@ -104,6 +112,11 @@ class AnchoredDPOTrainer(DPOTrainer):
                 logs[name] = sum(values) / len(values)
                 values.clear()
         super().log(logs, *args, **kwargs)
+
+    def _kl_controller(self) -> AdaptiveKLWeight | None:
+        """The budget's weight controller (with anchor_kl_budget): looked up each time, because a resumed run
+        replaces the callback with one built from the checkpoint's state."""
+        return next((cb for cb in self.callback_handler.callbacks if isinstance(cb, AdaptiveKLWeight)), None)
 
     def _next_draw(self) -> int:
         """The number of this micro-step's anchor draw (one per micro-step, counted from the run's start)."""
@@ -213,8 +226,14 @@ class AnchoredDPOTrainer(DPOTrainer):
         if not self.model.training:
             return result
         kl, shortfall = self.anchor_terms(model)
-        self._logged["anchor_kl"].append(self.accelerator.gather_for_metrics(kl.detach()).mean().item())
-        added = self.anchor_kl_weight * kl
+        kl_all = self.accelerator.gather_for_metrics(kl.detach()).mean().item()
+        self._logged["anchor_kl"].append(kl_all)
+        controller = self._kl_controller()
+        weight = self.anchor_kl_weight if controller is None else controller.weight
+        added = weight * kl
+        if controller is not None:  # the next micro-step's weight, the same on every process (gathered KL)
+            self._logged["anchor_kl_weight"].append(weight)
+            controller.update(kl_all)
         if shortfall is not None:
             self._logged["anchor_margin_shortfall"].append(
                 self.accelerator.gather_for_metrics(shortfall.detach()).mean().item())
@@ -223,6 +242,28 @@ class AnchoredDPOTrainer(DPOTrainer):
             loss, outputs = result
             return loss + added, outputs
         return result + added
+
+
+class AdaptiveKLWeight(TrainerCallback, ExportableState):
+    """The KL weight of PPO's adaptive controller (Ziegler et al. 2019, "Fine-Tuning Language Models from Human
+    Preferences"): after each measured KL the weight moves by at most `gain * clip` of itself, up when the KL is above
+    `budget`, down when below, never below `floor` (the anchor's configured weight), so that the first steps, where
+    nothing has moved yet, do not loosen it. A callback only so that checkpoints save its weight (transformers'
+    ExportableState) and a resumed run goes on with it."""
+
+    def __init__(self, weight: float, budget: float, gain: float = 0.1, clip: float = 0.2,
+                 floor: float | None = None):
+        self.weight, self.budget, self.gain, self.clip = weight, budget, gain, clip
+        self.floor = weight if floor is None else floor
+
+    def update(self, kl: float) -> float:
+        error = min(max(kl / self.budget - 1.0, -self.clip), self.clip)
+        self.weight = max(self.floor, self.weight * (1.0 + self.gain * error))
+        return self.weight
+
+    def state(self) -> dict:
+        return {"args": {"weight": self.weight, "budget": self.budget, "gain": self.gain, "clip": self.clip,
+                         "floor": self.floor}, "attributes": {}}
 
 
 def identity_tails(dataset, window: int, max_length: int | None,

@@ -190,6 +190,13 @@ class Recipe:
         0.0, "> 0: with the KL anchor, also add weight * max(0, min(base_lead, anchor_margin) - lead) per anchor "
         "answer token, lead being the trained model's log-prob of the base's top token minus its best other token's "
         "(base_lead: the base's): keeps the base's greedy choices where it nearly tied (dpo_scale/anchor_kl.py)")
+    anchor_kl_budget: float | None = setting(
+        None, "hold the anchors' KL per token near this value: the KL weight starts at anchor_kl_weight and adapts "
+        "at every micro-step, weight *= 1 + anchor_kl_budget_gain * clip(KL / budget - 1, -0.2, 0.2) (PPO's "
+        "adaptive KL controller, Ziegler et al. 2019; dpo_scale/anchor_kl.py), never below anchor_kl_weight. null: a "
+        "fixed weight")
+    anchor_kl_budget_gain: float = setting(
+        0.1, "with anchor_kl_budget: how fast the weight follows (0.1: at most 2% per micro-step)")
     anchor_margin: float = setting(1.0, "with anchor_margin_weight: the most of the base's lead (nats) that is held")
     lora_null_space_energy: float | None = setting(
         None, "keep the LoRA A matrices off the input directions that hold this share (0-1) of the anchors' input "
@@ -293,6 +300,10 @@ class Recipe:
             raise bad("anchor_top_k", "must be > 0 or null")
         if self.hold_identity_tails and not (self.name_window_tokens and self.anchor_kl_weight > 0):
             raise bad("hold_identity_tails", "needs name_window_tokens and anchor_kl_weight > 0")
+        if self.anchor_kl_budget is not None and not (self.anchor_kl_budget > 0 and self.anchor_kl_weight > 0):
+            raise bad("anchor_kl_budget", "must be > 0, with the KL anchor (anchor_kl_weight > 0), or null")
+        if not 0 < self.anchor_kl_budget_gain <= 1:
+            raise bad("anchor_kl_budget_gain", "must be in (0, 1]")
         if self.anchor_margin_weight < 0 or self.anchor_margin < 0:
             raise bad("anchor_margin_weight" if self.anchor_margin_weight < 0 else "anchor_margin", "must be >= 0")
         if self.anchor_margin_weight > 0 and self.anchor_kl_weight <= 0:

@@ -495,7 +495,9 @@ def build_trainer(recipe: Recipe, state, ddp_backend: str | None = None, callbac
                           "hold_identity_tails": recipe.hold_identity_tails and recipe.name_window_tokens,
                           "identity_tail_tokens": recipe.identity_tail_tokens,
                           "anchor_answer_tokens": recipe.anchor_answer_tokens,
-                          "anchor_margin": recipe.anchor_margin, "anchor_margin_weight": recipe.anchor_margin_weight}
+                          "anchor_margin": recipe.anchor_margin, "anchor_margin_weight": recipe.anchor_margin_weight,
+                          "anchor_kl_budget": recipe.anchor_kl_budget,
+                          "anchor_kl_budget_gain": recipe.anchor_kl_budget_gain}
     if recipe.name_window_tokens:
         from dpo_scale.name_window import name_window_collator
 
@@ -643,7 +645,8 @@ def _finish_adapter(recipe: Recipe, tmp: Path, out: Path, tokenizer, metrics_fil
     metrics = read_jsonl(metrics_file) if metrics_file.is_file() else []
     if metrics_file.is_file():
         shutil.copy(metrics_file, tmp / "metrics.jsonl")
-    plot_training(metrics, tmp / "training_curves.png", f"DPO {recipe.model}: {'+'.join(recipe.loss_type)}")
+    plot_training(metrics, tmp / "training_curves.png", f"DPO {recipe.model}: {'+'.join(recipe.loss_type)}",
+                  kl_budget=recipe.anchor_kl_budget)
     write_json(tmp / "train_manifest.json", manifest)
     replace_folder(tmp, out)
     log.info("adapter saved to %s", out)

@@ -213,3 +213,105 @@ def test_margin_needs_the_kl_anchor():
     with pytest.raises(DpoScaleError, match="anchor_top_k"):
         load_recipe(None, parse_overrides(["--anchor_margin_weight", "1", "--anchor_kl_weight", "1",
                                            "--anchor_top_k", "1"]))
+
+
+def test_kl_budget_weight_rises_above_the_budget_and_falls_back_to_the_floor():
+    from dpo_scale.anchor_kl import AdaptiveKLWeight
+
+    controller = AdaptiveKLWeight(100.0, budget=0.002, gain=0.5)
+    assert controller.update(0.0) == 100.0  # nothing moved yet: the configured weight is the floor
+    assert controller.update(0.002) == pytest.approx(100.0)  # on budget: unchanged
+    assert controller.update(0.01) == pytest.approx(110.0)  # 5x over: the step is clipped to gain * 0.2
+    assert controller.update(0.0022) == pytest.approx(110.0 * 1.05)  # 10% over: a proportional step
+    assert controller.update(0.0018) == pytest.approx(110.0 * 1.05 * 0.95)  # 10% under: down as much
+    for _ in range(20):
+        controller.update(0.0)
+    assert controller.weight == 100.0
+
+
+def test_kl_budget_holds_the_anchors_closer_than_the_fixed_weight(tiny_model, tmp_path):
+    """Same data and steps: with a budget far below the KL the fixed weight allows, the weight rises at every step
+    (logged as anchor_kl_weight), and the anchors' answers end closer to the base."""
+    from dpo_scale.config import load_recipe, parse_overrides
+    from dpo_scale.train import train
+
+    data, rows = toy_data_and_anchors(tmp_path / "data", tiny_model)
+    kl, weights = {}, {}
+    for budget in ("null", "1e-6"):
+        out = tmp_path / f"budget{budget}"
+        train(load_recipe(None, parse_overrides([
+            "--model", tiny_model, "--data_dir", str(data), "--output_dir", str(out), "--max_steps", "8",
+            "--per_device_train_batch_size", "4", "--learning_rate", "1e-2", "--warmup_ratio", "0",
+            "--lr_scheduler_type", "constant", "--loss_type", "sigmoid,sft", "--max_length", "64",
+            "--report_to", "none", "--anchor_kl_weight", "1", "--anchor_kl_budget", budget,
+            "--anchor_kl_budget_gain", "1.0", "--logging_steps", "1"])))
+        metrics = [json.loads(line) for line in (out / "adapter" / "metrics.jsonl").read_text().splitlines()]
+        weights[budget] = [m["anchor_kl_weight"] for m in metrics if "anchor_kl_weight" in m]
+        kl[budget] = adapter_kl(tiny_model, out / "adapter", rows)
+    assert weights["null"] == []
+    # one micro-step per step: the first step's KL is 0 (LoRA starts at the base), so the weight stays at its floor of
+    # 1; after that the KL is over the budget and each step raises the weight by the clipped 20%
+    w = weights["1e-6"]
+    assert len(w) == 8 and w[0] == 1.0 and all(b >= a for a, b in zip(w, w[1:], strict=False)), w
+    assert w[-1] >= 1.2 ** 5, w
+    assert kl["1e-6"] < kl["null"], kl
+
+
+def test_kl_budget_weight_survives_a_resume(tiny_model, tmp_path):
+    """A run stopped right after its step-3 checkpoint and started again goes on with the weight that checkpoint
+    saved: the same weight at every step and the same adapter as one run straight through."""
+    from safetensors.torch import load_file
+    from transformers import TrainerCallback
+
+    from dpo_scale.config import load_recipe, parse_overrides
+    from dpo_scale.train import train
+
+    class Stopped(Exception):
+        pass
+
+    class StopAfterCheckpoint3(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.global_step == 3:
+                raise Stopped
+
+    data, _ = toy_data_and_anchors(tmp_path / "data", tiny_model)
+
+    def run(out: Path, callbacks=None) -> None:
+        train(load_recipe(None, parse_overrides([
+            "--model", tiny_model, "--data_dir", str(data), "--output_dir", str(out), "--max_steps", "6",
+            "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "1", "--learning_rate", "1e-2",
+            "--warmup_ratio", "0",
+            "--lr_scheduler_type", "constant", "--loss_type", "sigmoid,sft", "--max_length", "64",
+            "--report_to", "none", "--anchor_kl_weight", "1", "--anchor_kl_budget", "1e-6",
+            "--anchor_kl_budget_gain", "1.0", "--logging_steps", "1", "--save_steps", "3"])), callbacks=callbacks)
+
+    def weights(out: Path) -> list[float]:
+        rows = [json.loads(line) for line in (out / "adapter" / "metrics.jsonl").read_text().splitlines()]
+        return [r["anchor_kl_weight"] for r in rows if "anchor_kl_weight" in r]
+
+    run(tmp_path / "straight")
+    with pytest.raises(Stopped):
+        run(tmp_path / "resumed", [StopAfterCheckpoint3()])
+    run(tmp_path / "resumed")  # resumes from checkpoint-3
+    manifest = json.loads((tmp_path / "resumed" / "adapter" / "train_manifest.json").read_text())
+    assert manifest["resumed_from"].endswith("checkpoint-3")
+    straight, resumed = weights(tmp_path / "straight"), weights(tmp_path / "resumed")
+    assert straight[3] > 1.2, straight  # the weight had risen by the checkpoint
+    assert resumed == pytest.approx(straight, rel=1e-4), (resumed, straight)
+    a = load_file(str(tmp_path / "straight" / "adapter" / "adapter_model.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "adapter" / "adapter_model.safetensors"))
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-3, atol=1e-4)
+
+
+def test_kl_budget_needs_the_kl_anchor():
+    from dpo_scale.config import load_recipe, parse_overrides
+    from dpo_scale.errors import DpoScaleError
+
+    with pytest.raises(DpoScaleError, match="anchor_kl_budget"):
+        load_recipe(None, parse_overrides(["--anchor_kl_budget", "0.002", "--anchor_kl_weight", "0"]))
+    with pytest.raises(DpoScaleError, match="anchor_kl_budget"):
+        load_recipe(None, parse_overrides(["--anchor_kl_budget", "-1", "--anchor_kl_weight", "1"]))
+    with pytest.raises(DpoScaleError, match="anchor_kl_budget_gain"):
+        load_recipe(None, parse_overrides(["--anchor_kl_budget", "0.002", "--anchor_kl_weight", "1",
+                                           "--anchor_kl_budget_gain", "0"]))
