@@ -76,10 +76,12 @@ class AnchoredDPOTrainer(DPOTrainer):
                  anchor_kl_budget: float | None = None, anchor_kl_budget_gain: float = 0.1, **kwargs):
         super().__init__(*args, **kwargs)
         self.anchor_kl_weight = anchor_kl_weight
+        # Checkpoints save the draws made (and the budget's weight); a resumed run restores them
+        # (Trainer._load_callback_state) and goes on as an uninterrupted run would.
+        self.add_callback(AnchorDraws())
         if anchor_kl_budget:
             self.add_callback(AdaptiveKLWeight(anchor_kl_weight, anchor_kl_budget, anchor_kl_budget_gain))
-            # a resumed run restores the weight its checkpoint saved (Trainer._load_callback_state)
-            self.args.restore_callback_states_from_checkpoint = True
+        self.args.restore_callback_states_from_checkpoint = True
         self.anchor_margin, self.anchor_margin_weight = anchor_margin, anchor_margin_weight
         self.anchor_batch_size = anchor_batch_size
         self.anchor_top_k = anchor_top_k
@@ -96,7 +98,7 @@ class AnchoredDPOTrainer(DPOTrainer):
         tails = identity_tails(self.train_dataset, hold_identity_tails, self.args.max_length, identity_tail_tokens) \
             if hold_identity_tails else []
         self._tails = tails[rank::world] or tails
-        self._anchor_calls: int | None = None
+        self._anchor_use_logged = False
         # KL batches run as one prefix tree (dpo_scale/prefix_tree.py; train.build_trainer sets it with
         # prefix_sharing), checked against right-padded rows on the first batch
         self.packed_kl = False
@@ -113,17 +115,24 @@ class AnchoredDPOTrainer(DPOTrainer):
                 values.clear()
         super().log(logs, *args, **kwargs)
 
+    def _callback(self, kind: type):
+        """This trainer's callback of `kind`, or None: looked up each time, because a resumed run replaces a saved
+        callback with one built from the checkpoint's state."""
+        return next((cb for cb in self.callback_handler.callbacks if isinstance(cb, kind)), None)
+
     def _kl_controller(self) -> AdaptiveKLWeight | None:
-        """The budget's weight controller (with anchor_kl_budget): looked up each time, because a resumed run
-        replaces the callback with one built from the checkpoint's state."""
-        return next((cb for cb in self.callback_handler.callbacks if isinstance(cb, AdaptiveKLWeight)), None)
+        return self._callback(AdaptiveKLWeight)
 
     def _next_draw(self) -> int:
         """The number of this micro-step's anchor draw (one per micro-step, counted from the run's start)."""
-        if self._anchor_calls is None:  # start where a resumed run left off: same batches as an uninterrupted one
-            self._anchor_calls = self.state.global_step * self.args.gradient_accumulation_steps
+        draws = self._callback(AnchorDraws)
+        if not self._anchor_use_logged:
+            self._anchor_use_logged = True
+            if self.state.global_step and "AnchorDraws" not in self.state.stateful_callbacks:
+                # a checkpoint from before the count was saved: every step had gradient_accumulation_steps draws
+                draws.count = self.state.global_step * self.args.gradient_accumulation_steps
             self._log_anchor_use()
-        draw, self._anchor_calls = self._anchor_calls, self._anchor_calls + 1
+        draw, draws.count = draws.count, draws.count + 1
         return draw
 
     def _picks(self, draw: int, n: int) -> list[int]:
@@ -242,6 +251,17 @@ class AnchoredDPOTrainer(DPOTrainer):
             loss, outputs = result
             return loss + added, outputs
         return result + added
+
+
+class AnchorDraws(TrainerCallback, ExportableState):
+    """How many anchor batches the run has drawn: one per micro-step, which is not gradient_accumulation_steps per
+    optimizer step where an epoch ends inside a step. A callback only so that checkpoints save it."""
+
+    def __init__(self, count: int = 0):
+        self.count = count
+
+    def state(self) -> dict:
+        return {"args": {"count": self.count}, "attributes": {}}
 
 
 class AdaptiveKLWeight(TrainerCallback, ExportableState):

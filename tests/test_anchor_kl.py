@@ -257,10 +257,9 @@ def test_kl_budget_holds_the_anchors_closer_than_the_fixed_weight(tiny_model, tm
     assert kl["1e-6"] < kl["null"], kl
 
 
-def test_kl_budget_weight_survives_a_resume(tiny_model, tmp_path):
-    """A run stopped right after its step-3 checkpoint and started again goes on with the weight that checkpoint
-    saved: the same weight at every step and the same adapter as one run straight through."""
-    from safetensors.torch import load_file
+def stopped_and_resumed(model: str, tmp_path: Path, *extra: str) -> tuple[Path, Path]:
+    """Two runs of 6 steps with the KL anchor: one straight through, one stopped right after its step-3 checkpoint and
+    started again (the same command), which resumes from that checkpoint. Their output folders."""
     from transformers import TrainerCallback
 
     from dpo_scale.config import load_recipe, parse_overrides
@@ -274,34 +273,56 @@ def test_kl_budget_weight_survives_a_resume(tiny_model, tmp_path):
             if state.global_step == 3:
                 raise Stopped
 
-    data, _ = toy_data_and_anchors(tmp_path / "data", tiny_model)
+    data, _ = toy_data_and_anchors(tmp_path / "data", model)
 
     def run(out: Path, callbacks=None) -> None:
         train(load_recipe(None, parse_overrides([
-            "--model", tiny_model, "--data_dir", str(data), "--output_dir", str(out), "--max_steps", "6",
-            "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "1", "--learning_rate", "1e-2",
-            "--warmup_ratio", "0",
+            "--model", model, "--data_dir", str(data), "--output_dir", str(out), "--max_steps", "6",
+            "--per_device_train_batch_size", "4", "--learning_rate", "1e-2", "--warmup_ratio", "0",
             "--lr_scheduler_type", "constant", "--loss_type", "sigmoid,sft", "--max_length", "64",
-            "--report_to", "none", "--anchor_kl_weight", "1", "--anchor_kl_budget", "1e-6",
-            "--anchor_kl_budget_gain", "1.0", "--logging_steps", "1", "--save_steps", "3"])), callbacks=callbacks)
+            "--report_to", "none", "--anchor_kl_weight", "1", "--logging_steps", "1", "--save_steps", "3",
+            *extra])), callbacks=callbacks)
+
+    run(tmp_path / "straight")
+    with pytest.raises(Stopped):
+        run(tmp_path / "resumed", [StopAfterCheckpoint3()])
+    run(tmp_path / "resumed")
+    manifest = json.loads((tmp_path / "resumed" / "adapter" / "train_manifest.json").read_text())
+    assert manifest["resumed_from"].endswith("checkpoint-3")
+    return tmp_path / "straight", tmp_path / "resumed"
+
+
+def assert_same_adapter(a: Path, b: Path) -> None:
+    from safetensors.torch import load_file
+
+    first = load_file(str(a / "adapter" / "adapter_model.safetensors"))
+    second = load_file(str(b / "adapter" / "adapter_model.safetensors"))
+    assert first.keys() == second.keys()
+    for key in first:
+        torch.testing.assert_close(second[key], first[key], rtol=1e-3, atol=1e-4)
+
+
+def test_resume_draws_the_anchors_an_uninterrupted_run_draws_when_epochs_end_mid_step(tiny_model, tmp_path):
+    """16 pairs in batches of 4 with 8 micro-steps per optimizer step: every epoch ends inside a step, so a step runs
+    fewer micro-steps than gradient_accumulation_steps. The resumed run must still draw the anchor batches the
+    uninterrupted run drew after step 3, and end with its adapter."""
+    straight, resumed = stopped_and_resumed(tiny_model, tmp_path, "--gradient_accumulation_steps", "8")
+    assert_same_adapter(straight, resumed)
+
+
+def test_kl_budget_weight_survives_a_resume(tiny_model, tmp_path):
+    """A resumed run goes on with the weight its checkpoint saved: the same weight at every step and the same
+    adapter as one run straight through."""
+    straight, resumed = stopped_and_resumed(tiny_model, tmp_path, "--gradient_accumulation_steps", "1",
+                                            "--anchor_kl_budget", "1e-6", "--anchor_kl_budget_gain", "1.0")
 
     def weights(out: Path) -> list[float]:
         rows = [json.loads(line) for line in (out / "adapter" / "metrics.jsonl").read_text().splitlines()]
         return [r["anchor_kl_weight"] for r in rows if "anchor_kl_weight" in r]
 
-    run(tmp_path / "straight")
-    with pytest.raises(Stopped):
-        run(tmp_path / "resumed", [StopAfterCheckpoint3()])
-    run(tmp_path / "resumed")  # resumes from checkpoint-3
-    manifest = json.loads((tmp_path / "resumed" / "adapter" / "train_manifest.json").read_text())
-    assert manifest["resumed_from"].endswith("checkpoint-3")
-    straight, resumed = weights(tmp_path / "straight"), weights(tmp_path / "resumed")
-    assert straight[3] > 1.2, straight  # the weight had risen by the checkpoint
-    assert resumed == pytest.approx(straight, rel=1e-4), (resumed, straight)
-    a = load_file(str(tmp_path / "straight" / "adapter" / "adapter_model.safetensors"))
-    b = load_file(str(tmp_path / "resumed" / "adapter" / "adapter_model.safetensors"))
-    for key in a:
-        torch.testing.assert_close(b[key], a[key], rtol=1e-3, atol=1e-4)
+    assert weights(straight)[3] > 1.2, weights(straight)  # the weight had risen by the checkpoint
+    assert weights(resumed) == pytest.approx(weights(straight), rel=1e-4)
+    assert_same_adapter(straight, resumed)
 
 
 def test_kl_budget_needs_the_kl_anchor():
