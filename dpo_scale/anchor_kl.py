@@ -18,7 +18,11 @@ to flip, which changes greedy answers; this term is first order where the base's
 With `hold_identity_tails` the identity answers themselves are held too: each chosen answer's tokens past the name
 window (`name_window.tail_start`) are scored against the base like an anchor's answer, in the same batch as the
 anchors (twice as many rows), so that the rest of an answer that names the model stays what the base would say after
-that name. With prefix_sharing each such batch runs as one prefix tree (dpo_scale/prefix_tree.py)."""
+that name. With prefix_sharing each such batch runs as one prefix tree (dpo_scale/prefix_tree.py).
+
+With `anchor_kl_budget` the weight is not fixed: PPO's adaptive KL controller (`AdaptiveKLWeight`) raises it while the
+measured KL is over the budget and lowers it, down to `anchor_kl_weight`, while under. Checkpoints save that weight
+and the number of anchor batches drawn, so that a resumed run goes on as an uninterrupted one would."""
 
 from __future__ import annotations
 
