@@ -111,8 +111,8 @@ class AnchoredDPOTrainer(DPOTrainer):
         self._logged: dict[str, list[float]] = {"anchor_kl": [], "anchor_margin_shortfall": [], "anchor_kl_weight": []}
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
-        """The mean anchor KL (and margin shortfall) since the last training log goes out with it (Trainer.log is
-        public API)."""
+        """The means since the last training log of the anchor KL (and the margin shortfall, the budget's weight) go
+        out with it (Trainer.log is public API)."""
         for name, values in self._logged.items():
             if values and "loss" in logs:
                 logs[name] = sum(values) / len(values)

@@ -37,8 +37,8 @@ TRAIN_KEYS = (
     "num_train_epochs", "max_steps", "max_length", "bf16", "use_lora", "lora_r", "lora_alpha", "lora_dropout",
     "lora_target_modules", "lora_layers_to_transform", "load_in_4bit", "seed", "anchor_kl_weight",
     "anchor_batch_size", "anchor_top_k", "hold_identity_tails", "identity_tail_tokens", "anchor_answer_tokens",
-    "anchor_margin", "anchor_margin_weight", "lora_null_space_energy", "lora_identity_directions",
-    "lora_identity_window_only",
+    "anchor_margin", "anchor_margin_weight", "anchor_kl_budget", "anchor_kl_budget_gain", "lora_null_space_energy",
+    "lora_identity_directions", "lora_identity_window_only",
     "oversample_prompts_matching", "oversample_times", "name_window_tokens", "precompute_ref_log_probs",
     "training_args",
 )

@@ -25,7 +25,7 @@ COMMAND_ENV = "DPO_SCALE_COMMAND"
 KEY_SETTINGS = ("model", "dataset", "system_prompt", "num_samples", "temperature", "max_answer_sentences",
                 "anchor_prompts", "loss_type", "loss_weights", "beta", "learning_rate", "num_train_epochs",
                 "max_steps", "lora_r", "lora_alpha", "lora_target_modules", "lora_layers_to_transform",
-                "anchor_kl_weight", "name_window_tokens", "load_in_4bit", "dtype", "seed")
+                "anchor_kl_weight", "anchor_kl_budget", "name_window_tokens", "load_in_4bit", "dtype", "seed")
 
 
 def _front_matter(path: Path) -> dict:

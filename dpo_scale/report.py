@@ -76,7 +76,9 @@ def _train_section(recipe: Recipe, m: dict | None, out: Path) -> list[str]:
              f"{m['pairs']} pairs, {m['global_step']} optimizer steps on {m['processes']} process(es), "
              f"loss {'+'.join(used('loss_type') or [])} (weights {used('loss_weights')}), beta {used('beta')}, "
              f"lr {used('learning_rate')}, LoRA r={used('lora_r')}"
-             + (f", KL anchor weight {anchor} on the anchors' answers" if anchor > 0 else "") + ".", ""]
+             + (f", KL anchor weight {anchor} on the anchors' answers" if anchor > 0 else "")
+             + (f", adapted to hold their KL near {used('anchor_kl_budget')}" if used("anchor_kl_budget") else "")
+             + ".", ""]
     png = recipe.adapter_path / "training_curves.png"
     if png.is_file():
         lines += [f"![training curves]({_rel(png, out)})", ""]

@@ -47,6 +47,15 @@ def test_a_key_makes_exactly_the_stages_that_read_it_stale(tmp_path, key, value,
                                                                       manifests.fingerprint(s, new)))
 
 
+@pytest.mark.parametrize(("key", "value"), [("anchor_kl_budget", 0.003), ("anchor_kl_budget_gain", 0.3)])
+def test_the_kl_budget_makes_the_adapter_stale(tmp_path, key, value):
+    old = recipe(tmp_path, anchor_kl_weight=100.0, anchor_kl_budget=0.002)
+    new = dataclasses.replace(old, **{key: value})
+    changed = {s for s in manifests.STAGE_KEYS
+               if manifests.changes(manifests.fingerprint(s, old), manifests.fingerprint(s, new))}
+    assert changed == {"train"}
+
+
 def test_changes_name_old_and_new_values(tmp_path):
     old = manifests.fingerprint("train", recipe(tmp_path))
     new = manifests.fingerprint("train", recipe(tmp_path, beta=0.2, learning_rate=5e-4))
